@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# EChat recipe: EChat-mini corpus -> (later) tokenizers -> three-stage training -> token2wav -> decode -> score.
+#
+#   ./run.sh                                  # all stages with the mini (CPU) defaults
+#   ./run.sh --stage 1 --stop_stage 1         # only validate the data and write the corpus report
+#   ./run.sh --hours 0.5 --nj 8 --data_type shard --dump_feats true
+set -euo pipefail
+cd "$(dirname "$0")"
+. ./path.sh
+
+# ---- options (every one can be given as --name value) ----
+stage=0               # first stage to run
+stop_stage=3          # last stage to run
+nj=2                  # parallel jobs for data work
+seed=777              # corpus synthesis seed
+hours=3.0             # EChat-mini train size, hours of user audio
+dev_hours=0.2         # dev size
+test_hours=0.3        # test size
+data=data             # data directory (splits under $data/{train,dev,test})
+exp=exp               # experiment root; logs of data stages go to $exp/data_prep/log
+data_type=raw         # raw | shard: what later stages read
+num_utts_per_shard=1000
+dump_feats=false      # true: dump log-mel features to kaldiio ark/scp (stage 2)
+feats_type=whisper_log_mel   # whisper_log_mel | fbank
+sets="train dev test"
+
+help_message=$(cat <<HELP
+Usage: $0 [options]
+Stages:
+  0  synthesise the EChat-mini corpus (local/synth_echat_mini.py) -> $data/{train,dev,test}
+  1  validate every split (tools/validate_data.py) and write the corpus report -> $data/report
+  2  optional feature dump (--dump_feats true): kaldiio ark/scp of $feats_type -> $data/<set>/feats
+  3  shards (--data_type shard): tar shards -> $data/<set>/shards, list $data/<set>/data.shards.list
+Options (default):
+  --stage ($stage) --stop_stage ($stop_stage) --nj ($nj)
+  --seed ($seed) --hours ($hours) --dev_hours ($dev_hours) --test_hours ($test_hours)
+  --data ($data) --exp ($exp) --sets ("$sets")
+  --data_type ($data_type; raw|shard) --num_utts_per_shard ($num_utts_per_shard)
+  --dump_feats ($dump_feats) --feats_type ($feats_type; whisper_log_mel|fbank)
+HELP
+)
+. tools/parse_options.sh
+
+log() { echo "$(date '+%Y-%m-%d %H:%M:%S') [run.sh:${BASH_LINENO[0]}] $*" >&2; }
+# run_logged LOGFILE CMD...: run a command, showing its output and keeping it in LOGFILE
+run_logged() {
+  local logfile=$1; shift
+  mkdir -p "$(dirname "$logfile")"
+  log "$* (log: $logfile)"
+  { echo "# $*"; echo "# started $(date)"; "$@" 2>&1; echo "# ended $(date)"; } | tee "$logfile"
+}
+# up_to_date TARGET SOURCE...: TARGET exists and is newer than every SOURCE
+up_to_date() {
+  local target=$1; shift
+  [ -e "$target" ] || return 1
+  local s; for s in "$@"; do [ "$target" -nt "$s" ] || return 1; done
+}
+case $data_type in raw|shard) ;; *) log "--data_type must be raw or shard, got '$data_type'"; exit 2 ;; esac
+logdir=$exp/data_prep/log
+
+if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
+  log "stage 0: synthesise EChat-mini ($hours h train, seed $seed)"
+  run_logged "$logdir/synth_echat_mini.log" \
+    python local/synth_echat_mini.py --out_dir "$data" --hours "$hours" --dev_hours "$dev_hours" \
+      --test_hours "$test_hours" --seed "$seed" --nj "$nj"
+fi
+
+if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+  log "stage 1: validate data and write the corpus report"
+  for x in $sets; do
+    if up_to_date "$data/$x/.validated" "$data/$x/data.list"; then
+      log "  $data/$x: validated already"; continue
+    fi
+    run_logged "$logdir/validate_$x.log" python tools/validate_data.py "$data/$x/data.list" --nj "$nj"
+    touch "$data/$x/.validated"
+  done
+  lists=(); for x in $sets; do lists+=("$data/$x/data.list"); done
+  if up_to_date "$data/report/report.md" "${lists[@]}"; then
+    log "  $data/report: up to date"
+  else
+    run_logged "$logdir/corpus_report.log" python local/corpus_report.py --data_dir "$data" --out_dir "$data/report"
+  fi
+fi
+
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  if [ "$dump_feats" = true ]; then
+    log "stage 2: dump $feats_type features"
+    for x in $sets; do
+      run_logged "$logdir/compute_feats_$x.log" \
+        python -m wenet_echat.bin.compute_feats --data_list "$data/$x/data.list" --feats_type "$feats_type" \
+          --out_dir "$data/$x/feats" --nj "$nj"
+    done
+  else
+    log "stage 2: skipped (--dump_feats false)"
+  fi
+fi
+
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+  if [ "$data_type" = shard ]; then
+    log "stage 3: make shards"
+    for x in $sets; do
+      if up_to_date "$data/$x/data.shards.list" "$data/$x/data.list"; then
+        log "  $data/$x: shards up to date"; continue
+      fi
+      run_logged "$logdir/make_shards_$x.log" \
+        python tools/make_shard_list.py --num_utts_per_shard "$num_utts_per_shard" --nj "$nj" \
+          "$data/$x/data.list" "$data/$x/shards" "$data/$x/data.shards.list"
+    done
+  else
+    log "stage 3: skipped (--data_type raw)"
+  fi
+fi
+
+log "done (stages $stage..$stop_stage)"

@@ -1,0 +1,74 @@
+import pytest
+
+from wenet_echat.dataset.schema import check_record, missing_fields, record_tasks
+from wenet_echat.text.labels import EVENTS, REPLY_EMOTIONS, TASKS
+from wenet_echat.text.think import MASK_TAG, build_tag_think, parse_tag_think, wrap_think
+
+LABELS = {"age": "old", "gender": "female", "emotion": "sad", "event": "alarm"}
+
+
+def test_tag_think_round_trip():
+    body = build_tag_think("I lost my keys, again", LABELS, "comforting")
+    assert body.startswith("the user said: I lost my keys, again, age: <old>, gender: <female>")
+    assert "sound event: <alarm>, predicted reply emotion: <comforting>;" in body
+    parsed = parse_tag_think(wrap_think(body) + " Oh no, let us look together.")
+    assert parsed == {"transcript": "I lost my keys, again", **LABELS, "response_emotion": "comforting"}
+
+
+def test_tag_think_unknown_label_is_masked_and_parsed_as_none():
+    body = build_tag_think("hello", {"age": None, "gender": "male", "emotion": "happy", "event": "none"}, None)
+    assert body.count(MASK_TAG) == 2
+    parsed = parse_tag_think(body)
+    assert parsed["age"] is None and parsed["response_emotion"] is None and parsed["gender"] == "male"
+
+
+def test_parse_rejects_values_outside_vocab():
+    parsed = parse_tag_think("the user said: hi, age: <teen>, gender: <male>, emotion: <bored>")
+    assert parsed["age"] is None and parsed["emotion"] is None and parsed["gender"] == "male"
+    assert parsed["event"] is None
+
+
+def _full_record(**kw):
+    rec = {
+        "key": "utt1", "wav": "a.wav", "duration": 2.5, "text": "hi", "labels": dict(LABELS),
+        "response": "Hello!", "response_emotion": "pleasant", "response_wav": "r.wav",
+        "think": "t", "category": "multi",
+    }
+    rec.update(kw)
+    return rec
+
+
+def test_valid_record_serves_every_task():
+    rec = _full_record()
+    assert check_record(rec) == []
+    assert record_tasks(rec) == list(TASKS)
+    assert "none" in EVENTS and "comforting" in REPLY_EMOTIONS
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"key": ""}, "missing field 'key'"),
+        ({"key": "a b"}, "contains whitespace"),
+        ({"duration": -1}, "duration must be > 0"),
+        ({"duration": "2"}, "field 'duration' must be int/float, got str"),
+        ({"task": "chat"}, "unknown task 'chat'"),
+        ({"task": ["asr", "tts"], "response": ""}, "task 'tts' needs field 'response'"),
+        ({"labels": {"emotion": "bored"}}, "label emotion='bored' not in"),
+        ({"labels": {"mood": "ok"}}, "unknown label 'mood'"),
+        ({"response_emotion": "cheerful"}, "response_emotion 'cheerful' not in"),
+        ({"category": "style"}, "category 'style' not in"),
+        ({"response_tokens": [1, -2]}, "non-negative integers"),
+        ({"text": "bad \ufffd byte"}, "U+FFFD"),
+    ],
+)
+def test_record_problems(change, problem):
+    problems = check_record(_full_record(**change))
+    assert any(problem in p for p in problems), problems
+
+
+def test_missing_fields_alternatives():
+    rec = {"key": "k", "response": "hi"}
+    assert missing_fields(rec, "tts") == ["response_tokens|response_wav"]
+    assert missing_fields(dict(rec, response_tokens=[1, 2]), "tts") == []
+    assert record_tasks(dict(rec, response_tokens=[1])) == ["tts"]
