@@ -14,7 +14,10 @@ def _sh(script: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "-c", script, "prog", *args], capture_output=True, text=True, cwd=ROOT)
 
 
-PARSE = "stage=0; use_gpu=false; out_dir=x; help_message=HELP; . tools/parse_options.sh; echo $stage $use_gpu $out_dir $#"
+PARSE = (
+    "stage=0; use_gpu=false; out_dir=x; help_message=HELP; . tools/parse_options.sh; "
+    "echo $stage $use_gpu $out_dir $#"
+)
 
 
 def test_parse_options_sets_declared_variables():
