@@ -21,6 +21,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader, IterableDataset
 
+from wenet_echat.audio.features import FEATURES
 from wenet_echat.dataset import batch as B
 from wenet_echat.dataset import processor as P
 from wenet_echat.dataset.source import ListSource, reader_info
@@ -69,8 +70,9 @@ def resolve_conf(dataset_conf: dict[str, Any] | None) -> dict[str, Any]:
     btype = conf["batch_conf"].get("batch_type", "static")
     if btype not in ("static", "dynamic"):
         raise ValueError(f"dataset_conf.batch_conf.batch_type must be static|dynamic, got {btype!r}")
-    if conf["feats_type"] not in ("whisper_log_mel", "fbank"):
-        raise ValueError(f"dataset_conf.feats_type must be whisper_log_mel|fbank, got {conf['feats_type']!r}")
+    if conf["feats_type"] not in FEATURES:
+        raise ValueError(f"dataset_conf.feats_type must be one of {'|'.join(FEATURES.names())}, "
+                         f"got {conf['feats_type']!r}")
     return conf
 
 
