@@ -11,7 +11,8 @@
 #  2. A virtual environment (default: <repo>/.venv) on Python >= 3.11.
 #  3. torch==2.13.0 first (the CPU build; an unpinned torch would pull GBs of CUDA wheels), then the package
 #     with its [dev] extras under constraints.txt, then openai-whisper without its 1 GB triton dependency
-#     (the tests compare our features and encoder with it; it needs no weights).
+#     (the tests compare our features and encoder with it; it needs no weights), and resemblyzer without
+#     its webrtcvad pin (speaker similarity for evaluation; the model ships in the wheel).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -90,6 +91,14 @@ else
   "${pip[@]}" -c constraints.txt --no-deps openai-whisper
   "${pip[@]}" -c constraints.txt tiktoken more-itertools numba
   did+=("openai-whisper")
+fi
+
+if "$py" -c 'import resemblyzer' 2>/dev/null; then
+  say "resemblyzer: present"
+else
+  say "installing resemblyzer (--no-deps; its deps come with wenet_echat[eval])"
+  "${pip[@]}" -c constraints.txt --no-deps resemblyzer
+  did+=("resemblyzer")
 fi
 
 "$py" -c 'import torch, wenet_echat; print(f"[install] check: torch {torch.__version__}, wenet_echat {wenet_echat.__version__}")'
