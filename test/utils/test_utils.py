@@ -92,3 +92,19 @@ def test_override_rejects_non_number_for_numeric_key():
     with pytest.raises(ValueError, match="expected a number, got 'fast'"):
         apply_override({"lr": 0.1}, "lr fast")
     assert apply_override({"n": 2}, "n 1e3")["n"] == 1000.0
+
+
+def test_config_include_deep_merges_and_detects_cycles(tmp_path):
+    (tmp_path / "data.yaml").write_text("dataset_conf:\n  batch_conf: {batch_type: dynamic, max_frames: 100}\n"
+                                        "  seed: 1\n")
+    (tmp_path / "stage.yaml").write_text("include: data.yaml\ndataset_conf:\n  seed: 7\ntrain_conf: {lr: 0.1}\n")
+    conf = load_config(tmp_path / "stage.yaml", ["dataset_conf.batch_conf.max_frames 200"])
+    assert conf == {"dataset_conf": {"batch_conf": {"batch_type": "dynamic", "max_frames": 200}, "seed": 7},
+                    "train_conf": {"lr": 0.1}}
+    (tmp_path / "a.yaml").write_text("include: [b.yaml]\nx: 1\n")
+    (tmp_path / "b.yaml").write_text("include: a.yaml\n")
+    with pytest.raises(ValueError, match="include cycle"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("include: missing.yaml\n")
+    with pytest.raises(FileNotFoundError, match="included from"):
+        load_config(tmp_path / "c.yaml")

@@ -10,14 +10,47 @@ import yaml
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Load a YAML mapping and apply ``overrides`` of the form ``"a.b.c value"`` (value parsed as YAML)."""
-    with open(path, encoding="utf-8") as f:
-        conf = yaml.safe_load(f) or {}
-    if not isinstance(conf, dict):
-        raise ValueError(f"{path}: top level must be a mapping, got {type(conf).__name__}")
+    """Load a YAML mapping and apply ``overrides`` of the form ``"a.b.c value"`` (value parsed as YAML).
+
+    A top-level ``include:`` (a file name or a list of them, relative to the including file) is loaded first and
+    deep-merged under this file's keys, so stage configs can share e.g. ``data.yaml`` and ``model.yaml``.
+    """
+    conf = _load_with_includes(Path(path), ())
     for ov in overrides or []:
         conf = apply_override(conf, ov, source=str(path))
     return conf
+
+
+def _load_with_includes(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    path = path.resolve()
+    if path in chain:
+        raise ValueError(f"{path}: include cycle: {' -> '.join(str(p) for p in (*chain, path))}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            conf = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        where = f" (included from {chain[-1]})" if chain else ""
+        raise FileNotFoundError(f"config {path} not found{where}") from None
+    if not isinstance(conf, dict):
+        raise ValueError(f"{path}: top level must be a mapping, got {type(conf).__name__}")
+    includes = conf.pop("include", None) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    merged: dict[str, Any] = {}
+    for inc in includes:
+        merged = deep_merge(merged, _load_with_includes(path.parent / inc, (*chain, path)))
+    return deep_merge(merged, conf)
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``top`` merged in: nested mappings merge, anything else in ``top`` replaces."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def apply_override(conf: dict[str, Any], override: str, source: str = "config") -> dict[str, Any]:
