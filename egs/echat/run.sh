@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 
 # ---- options (every one can be given as --name value) ----
 stage=0               # first stage to run
-stop_stage=3          # last stage to run
+stop_stage=4          # last stage to run
 nj=2                  # parallel jobs for data work
 seed=777              # corpus synthesis seed
 hours=3.0             # EChat-mini train size, hours of user audio
@@ -23,6 +23,7 @@ num_utts_per_shard=1000
 dump_feats=false      # true: dump log-mel features to kaldiio ark/scp (stage 2)
 feats_type=whisper_log_mel   # whisper_log_mel | fbank
 sets="train dev test"
+spm_vocab=1000        # text tokenizer size (mini; paper scale uses the LLM's own tokenizer)
 
 help_message=$(cat <<HELP
 Usage: $0 [options]
@@ -31,12 +32,14 @@ Stages:
   1  validate every split (tools/validate_data.py) and write the corpus report -> $data/report
   2  optional feature dump (--dump_feats true): kaldiio ark/scp of $feats_type -> $data/<set>/feats
   3  shards (--data_type shard): tar shards -> $data/<set>/shards, list $data/<set>/data.shards.list
+  4  text tokenizer: SentencePiece on the train text, replies and CoTs -> $data/lang/spm.model
 Options (default):
   --stage ($stage) --stop_stage ($stop_stage) --nj ($nj)
   --seed ($seed) --hours ($hours) --dev_hours ($dev_hours) --test_hours ($test_hours)
   --data ($data) --exp ($exp) --sets ("$sets")
   --data_type ($data_type; raw|shard) --num_utts_per_shard ($num_utts_per_shard)
   --dump_feats ($dump_feats) --feats_type ($feats_type; whisper_log_mel|fbank)
+  --spm_vocab ($spm_vocab)
 HELP
 )
 . tools/parse_options.sh
@@ -109,6 +112,14 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   else
     log "stage 3: skipped (--data_type raw)"
   fi
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  log "stage 4: text tokenizer"
+  # train_tokenizer skips itself when $data/lang/spm.model is newer than the list and was made with these options
+  run_logged "$exp/lang/log/train_tokenizer.log" \
+    python -m wenet_echat.bin.train_tokenizer --data_list "$data/train/data.list" \
+      --model_prefix "$data/lang/spm" --vocab_size "$spm_vocab"
 fi
 
 log "done (stages $stage..$stop_stage)"
