@@ -33,6 +33,7 @@ TASK_FIELDS: dict[str, tuple[str | tuple[str, ...], ...]] = {
     "asr": ("wav", "text"),
     "tag": ("wav", "labels"),
     "s2t_chat": ("wav", "response"),
+    "t2t": ("text", "response"),  # text chat (stage 2 mixes it in to keep the LLM's text ability)
     "tts": ("response", ("response_tokens", "response_wav")),
     "s2s_chat": ("wav", "response", ("response_tokens", "response_wav")),
     "s2s_think": ("wav", "text", "labels", "response", ("response_tokens", "response_wav")),

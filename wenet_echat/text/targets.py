@@ -310,16 +310,20 @@ def pack(examples: Sequence[Example], audio_lens: Sequence[int | Sequence[int] |
     return out
 
 
-def collate(flats: Sequence[Flat | Packed], pad_id: int) -> dict[str, Any]:
-    """Right-pad whole sequences to the longest one; returns int64 tensors (B, T) and ``lengths`` (B,).
+def collate(flats: Sequence[Flat | Packed], pad_id: int, padding_side: str = "right") -> dict[str, Any]:
+    """Pad whole sequences to the longest one; returns int64 tensors (B, T) and ``lengths`` (B,).
 
     ``input_ids`` (pads = ``pad_id``), ``kinds`` (pads = ``KIND_TEXT``), ``labels`` (``ids`` where there is
-    loss, else ``IGNORE_ID``), ``attention_mask`` (1 = real), ``position_ids`` (pads continue the count).
+    loss, else ``IGNORE_ID``), ``attention_mask`` (1 = real), ``position_ids``. Training pads on the right (pads
+    continue the position count); batched decoding pads prompts on the ``"left"`` (pads get position 0), so every
+    row's next token goes in the same column.
     """
     import torch
 
     if not flats:
         raise ValueError("collate needs at least one sequence")
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     longest = max(len(f.ids) for f in flats)
     batch = len(flats)
     input_ids = torch.full((batch, longest), pad_id, dtype=torch.long)
@@ -330,15 +334,17 @@ def collate(flats: Sequence[Flat | Packed], pad_id: int) -> dict[str, Any]:
     lengths = torch.zeros(batch, dtype=torch.long)
     for b, f in enumerate(flats):
         n = len(f.ids)
+        span = slice(0, n) if padding_side == "right" else slice(longest - n, longest)
         ids = torch.tensor(f.ids, dtype=torch.long)
-        input_ids[b, :n] = ids
-        kinds[b, :n] = torch.tensor(f.kinds, dtype=torch.long)
-        labels[b, :n] = torch.where(torch.tensor(f.loss_mask, dtype=torch.bool), ids, IGNORE_ID)
-        attention[b, :n] = 1
+        input_ids[b, span] = ids
+        kinds[b, span] = torch.tensor(f.kinds, dtype=torch.long)
+        labels[b, span] = torch.where(torch.tensor(f.loss_mask, dtype=torch.bool), ids, IGNORE_ID)
+        attention[b, span] = 1
         pos = torch.tensor(f.positions, dtype=torch.long)
-        positions[b, :n] = pos
-        start = int(pos[-1]) + 1 if n else 0
-        positions[b, n:] = torch.arange(start, start + longest - n)
+        positions[b, span] = pos
+        if padding_side == "right":
+            start = int(pos[-1]) + 1 if n else 0
+            positions[b, n:] = torch.arange(start, start + longest - n)
         lengths[b] = n
     return {"input_ids": input_ids, "kinds": kinds, "labels": labels, "attention_mask": attention,
             "position_ids": positions, "lengths": lengths}

@@ -1,0 +1,314 @@
+"""``EChatModel``: Whisper-style encoder → adapter → decoder-only LLM with a separate speech embedding and head.
+
+Parameter prefixes (the official OSUM-EChat checkpoint stores the adapter's three parts at the top level; see
+:mod:`wenet_echat.model.convert` for the mapping)::
+
+    encoder.*               Whisper-style speech encoder (50 Hz)
+    adapter.down_sample_2.* adapter.speech_transformer.*  adapter.speech_llama_proj.*   (12.5 Hz, LLM width)
+    llama_model.*           the HF ``*ForCausalLM`` (its text embedding and LM head)
+    speech_token_emded.*    speech embedding: ``codes + 3`` rows (codes, speech BOS/EOS, audio BOS, audio EOS)
+    speech_head.*           speech head: ``codes + 1`` outputs (codes, speech EOS)
+
+Inputs come from :mod:`wenet_echat.text.targets`: every position has an id and an *embedding kind* (text id,
+speech id or adapter frame), so one sequence can mix the prompt text, the user's audio and the reply's speech
+tokens with no padding in between. The loss is one cross-entropy over the joined ``[text logits ; speech logits]``
+classes, computed only at positions that carry a label (an LM head over 150 k classes is never applied to
+prompt or audio positions).
+
+:meth:`EChatModel.generate` decodes with the LLM's KV cache: a *text phase* (LM head, restricted to the text
+vocabulary) until ``<|im_end|>``, then, for tasks that speak, a *speech phase* (speech BOS forced, speech head)
+until the speech EOS.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wenet_echat.adapter import ADAPTERS, causal_conv_lengths
+from wenet_echat.encoder import (
+    ENCODERS,
+    conv_stem_lengths,
+    load_hf_whisper_encoder,
+    load_openai_whisper_encoder,
+)
+from wenet_echat.llm import LLMS, backbone, hidden_size, run_decoder
+from wenet_echat.text.targets import IGNORE_ID, KIND_AUDIO, KIND_SPEECH, KIND_TEXT, joint_labels
+
+
+@dataclass
+class SamplingConf:
+    """How one phase picks tokens: greedy when ``temperature == 0`` or ``top_k == 1``."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def pick(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.temperature <= 0 or self.top_k == 1:
+            return logits.argmax(-1)
+        logits = logits.float() / self.temperature
+        if self.top_k > 0:
+            kth = logits.topk(min(self.top_k, logits.size(-1)), dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.top_p < 1.0:
+            sorted_logits, order = logits.sort(-1, descending=True)
+            cum = sorted_logits.softmax(-1).cumsum(-1)
+            drop = cum - sorted_logits.softmax(-1) > self.top_p  # keep the smallest prefix reaching top_p
+            sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+            logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+        return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+@dataclass
+class GenerateConf:
+    """Decoding limits and per-phase sampling (think/reply text and speech are set separately)."""
+
+    max_text_tokens: int = 256
+    max_speech_tokens: int = 1000
+    min_speech_tokens: int = 0
+    text: SamplingConf = field(default_factory=SamplingConf)
+    speech: SamplingConf = field(default_factory=SamplingConf)
+    seed: int | None = None
+
+    @classmethod
+    def from_dict(cls, conf: dict[str, Any] | None) -> GenerateConf:
+        conf = dict(conf or {})
+        text = SamplingConf(**conf.pop("text", {}) or {})
+        speech = SamplingConf(**conf.pop("speech", {}) or {})
+        return cls(text=text, speech=speech, **conf)
+
+
+class EChatModel(nn.Module):
+    """See the module docstring. ``text_vocab_size`` is the tokenizer's size (the LM head may be wider)."""
+
+    def __init__(self, encoder: nn.Module, adapter: nn.Module, llm: nn.Module, speech_codes: int,
+                 text_vocab_size: int, eos_id: int, pad_id: int):
+        super().__init__()
+        self.encoder = encoder
+        self.adapter = adapter
+        self.llama_model = llm
+        width = hidden_size(llm)
+        self.speech_codes = int(speech_codes)
+        self.speech_bos = self.speech_codes  # speech BOS/EOS; audio wrappers are +1 / +2
+        self.speech_token_emded = nn.Embedding(self.speech_codes + 3, width)
+        self.speech_head = nn.Linear(width, self.speech_codes + 1)
+        self.text_vocab_size = int(text_vocab_size)
+        self.eos_id, self.pad_id = int(eos_id), int(pad_id)
+        self.lm_classes = int(llm.get_output_embeddings().weight.shape[0])
+        if self.lm_classes < self.text_vocab_size:
+            raise ValueError(f"the LM head has {self.lm_classes} classes, fewer than the {self.text_vocab_size} "
+                             "text ids of the tokenizer")
+
+    # ------------------------------------------------------------------------------------------- audio
+    def audio_lengths(self, feats_lengths: torch.Tensor) -> torch.Tensor:
+        """Adapter frames per item for log-mel lengths (100 Hz → 50 Hz stem → 12.5 Hz adapter)."""
+        return causal_conv_lengths(conv_stem_lengths(feats_lengths))
+
+    def encode_audio(self, feats: torch.Tensor, feats_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, T, n_mels) log-mel → adapter output (N, T', H) in the LLM's dtype, lengths (N,)."""
+        h, lens = self.encoder(feats, feats_lengths)
+        out, out_lens = self.adapter(h, lens)
+        return out.to(self._llm_dtype()), out_lens
+
+    def _llm_dtype(self) -> torch.dtype:
+        return self.llama_model.get_input_embeddings().weight.dtype
+
+    @staticmethod
+    def row_frames(audio: torch.Tensor, audio_lengths: torch.Tensor,
+                   audio_rows: list[list[int]] | None, batch: int) -> torch.Tensor:
+        """Per sequence row, the valid frames of its audio items in order, concatenated: (B, F, H)."""
+        if audio_rows is None:
+            if audio.size(0) != batch:
+                raise ValueError(f"{audio.size(0)} audio items for {batch} rows; pass audio_rows")
+            return audio
+        pieces = [torch.cat([audio[i, : int(audio_lengths[i])] for i in items], 0) if items
+                  else audio.new_zeros(0, audio.size(-1)) for items in audio_rows]
+        longest = max(1, max(p.size(0) for p in pieces))
+        out = audio.new_zeros(batch, longest, audio.size(-1))
+        for b, p in enumerate(pieces):
+            out[b, : p.size(0)] = p
+        return out
+
+    # ------------------------------------------------------------------------------------------- embed
+    def embed(self, input_ids: torch.Tensor, kinds: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """Input embeddings (B, T, H): text ids, speech ids, or adapter ``frames`` (B, F, H) by index."""
+        text = self.llama_model.get_input_embeddings()(torch.where(kinds == KIND_TEXT, input_ids, 0))
+        speech_ids = torch.where(kinds == KIND_SPEECH, input_ids, 0)
+        speech = self.speech_token_emded(speech_ids).to(text.dtype)
+        out = torch.where((kinds == KIND_SPEECH).unsqueeze(-1), speech, text)
+        is_audio = kinds == KIND_AUDIO
+        if bool(is_audio.any()):
+            if frames is None:
+                raise ValueError("the inputs have audio positions but no audio was given")
+            idx = torch.where(is_audio, input_ids, 0).clamp(max=frames.size(1) - 1)
+            audio = frames.gather(1, idx.unsqueeze(-1).expand(-1, -1, frames.size(-1))).to(text.dtype)
+            out = torch.where(is_audio.unsqueeze(-1), audio, out)
+        return out
+
+    def joint_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[text logits ; speech logits]`` over the last dim."""
+        text = self.llama_model.get_output_embeddings()(hidden)
+        return torch.cat([text, self.speech_head(hidden).to(text.dtype)], -1)
+
+    # ----------------------------------------------------------------------------------------- forward
+    def forward(self, input_ids: torch.Tensor, kinds: torch.Tensor, labels: torch.Tensor,
+                attention_mask: torch.Tensor, position_ids: torch.Tensor, feats: torch.Tensor | None = None,
+                feats_lengths: torch.Tensor | None = None, audio_rows: list[list[int]] | None = None,
+                **_: Any) -> dict[str, torch.Tensor]:
+        """Teacher-forced loss. Returns ``loss`` (mean CE over labelled tokens), ``acc``, ``acc_text``,
+        ``acc_speech`` and the token counts ``n_tokens``/``n_text``/``n_speech``."""
+        frames = None
+        if feats is not None:
+            if feats_lengths is None:
+                raise ValueError("feats given without feats_lengths")
+            audio, lens = self.encode_audio(feats, feats_lengths)
+            frames = self.row_frames(audio, lens, audio_rows, input_ids.size(0))
+        emb = self.embed(input_ids, kinds, frames)
+        hidden, _ = run_decoder(backbone(self.llama_model), emb, attention_mask, position_ids)
+        target = joint_labels(labels, kinds, self.lm_classes)[:, 1:]
+        sel = target != IGNORE_ID
+        y = target[sel]
+        if y.numel() == 0:
+            raise ValueError("the batch has no labelled token")
+        logits = self.joint_logits(hidden[:, :-1][sel]).float()
+        loss = F.cross_entropy(logits, y)
+        with torch.no_grad():
+            hit = logits.argmax(-1) == y
+            is_speech = y >= self.lm_classes
+            n_speech = int(is_speech.sum())
+            n_text = int(y.numel()) - n_speech
+            out = {
+                "acc": hit.float().mean(),
+                "acc_text": hit[~is_speech].float().mean() if n_text else torch.tensor(float("nan")),
+                "acc_speech": hit[is_speech].float().mean() if n_speech else torch.tensor(float("nan")),
+                "n_tokens": torch.tensor(int(y.numel())),
+                "n_text": torch.tensor(n_text),
+                "n_speech": torch.tensor(n_speech),
+            }
+        out["loss"] = loss
+        return out
+
+    # ---------------------------------------------------------------------------------------- generate
+    @torch.inference_mode()
+    def generate(self, input_ids: torch.Tensor, kinds: torch.Tensor, attention_mask: torch.Tensor,
+                 position_ids: torch.Tensor, speak: list[bool], feats: torch.Tensor | None = None,
+                 feats_lengths: torch.Tensor | None = None, audio_rows: list[list[int]] | None = None,
+                 conf: GenerateConf | None = None) -> list[dict[str, Any]]:
+        """Batched decoding of left-padded prompts (see :func:`wenet_echat.text.targets.collate`).
+
+        ``speak[b]``: row ``b`` goes on to the speech phase after its text EOS. Returns per row ``text_ids``
+        (without EOS), ``speech_ids`` (codes, without BOS/EOS), ``finished`` and the step/time of the first text
+        and first speech token (seconds from the call).
+        """
+        conf = conf or GenerateConf()
+        t0 = time.perf_counter()
+        gen = None
+        if conf.seed is not None:
+            gen = torch.Generator(device=input_ids.device).manual_seed(int(conf.seed))
+        batch = input_ids.size(0)
+        if len(speak) != batch:
+            raise ValueError(f"speak has {len(speak)} entries for {batch} rows")
+        frames = None
+        if feats is not None:
+            audio, lens = self.encode_audio(feats, feats_lengths)
+            frames = self.row_frames(audio, lens, audio_rows, batch)
+        stack = backbone(self.llama_model)
+        emb = self.embed(input_ids, kinds, frames)
+        mask = attention_mask.clone()
+        hidden, past = run_decoder(stack, emb, mask, position_ids, use_cache=True)
+        hidden = hidden[:, -1]
+        next_pos = position_ids[:, -1] + 1
+        # phase per row: 0 text, 1 speech BOS to force, 2 speech, 3 done
+        phase = [0] * batch
+        res: list[dict[str, Any]] = [{"text_ids": [], "speech_ids": [], "finished": False, "first_text_s": None,
+                                      "first_speech_s": None} for _ in range(batch)]
+        lm_head = self.llama_model.get_output_embeddings()
+        limit = conf.max_text_tokens + (conf.max_speech_tokens + 2 if any(speak) else 0)
+        for _ in range(limit):
+            text_tok = conf.text.pick(lm_head(hidden)[:, : self.text_vocab_size].float(), gen)
+            speech_logits = self.speech_head(hidden).float()
+            speech_tok = conf.speech.pick(speech_logits, gen)
+            ids = torch.full((batch,), self.pad_id, dtype=torch.long, device=input_ids.device)
+            step_kinds = torch.full_like(ids, KIND_TEXT)
+            now = time.perf_counter() - t0
+            for b in range(batch):
+                r = res[b]
+                if phase[b] == 0:
+                    tok = int(text_tok[b])
+                    if tok == self.eos_id or len(r["text_ids"]) >= conf.max_text_tokens:
+                        phase[b] = 1 if speak[b] else 3
+                        r["finished"] = tok == self.eos_id and not speak[b]
+                        ids[b] = self.eos_id
+                        continue
+                    r["text_ids"].append(tok)
+                    r["first_text_s"] = r["first_text_s"] if r["first_text_s"] is not None else now
+                    ids[b] = tok
+                elif phase[b] == 1:
+                    phase[b] = 2
+                    ids[b], step_kinds[b] = self.speech_bos, KIND_SPEECH
+                elif phase[b] == 2:
+                    tok = int(speech_tok[b])
+                    if tok == self.speech_bos and len(r["speech_ids"]) < conf.min_speech_tokens:
+                        tok = int(speech_logits[b, : self.speech_codes].argmax())
+                    if tok == self.speech_bos or len(r["speech_ids"]) >= conf.max_speech_tokens:
+                        phase[b] = 3
+                        r["finished"] = tok == self.speech_bos
+                        continue
+                    r["speech_ids"].append(tok)
+                    r["first_speech_s"] = r["first_speech_s"] if r["first_speech_s"] is not None else now
+                    ids[b], step_kinds[b] = tok, KIND_SPEECH
+            if all(p == 3 for p in phase):
+                break
+            mask = torch.cat([mask, mask.new_ones(batch, 1)], 1)
+            hidden, past = run_decoder(stack, self.embed(ids[:, None], step_kinds[:, None]), mask, next_pos[:, None],
+                                       cache=past, use_cache=True)
+            hidden = hidden[:, -1]
+            next_pos = next_pos + 1
+        total = time.perf_counter() - t0
+        for r in res:
+            r["total_s"] = total
+        return res
+
+
+_TRAINING_FIELDS = ("dropout", "attention_dropout", "gradient_checkpointing")
+
+
+def _init_encoder(name: str, enc_conf: dict[str, Any], init: dict[str, Any] | None) -> nn.Module:
+    """The encoder from the registry, or (``init.encoder: {format: openai|hf, path}``) from a Whisper checkpoint
+    whose dimensions must agree with ``encoder_conf``."""
+    if not init:
+        return ENCODERS.build(name, enc_conf)
+    fmt, path = init.get("format"), init.get("path")
+    loaders = {"openai": load_openai_whisper_encoder, "hf": load_hf_whisper_encoder}
+    if fmt not in loaders or not path:
+        raise ValueError(f"model.init.encoder needs format (openai|hf) and path, got {init}")
+    encoder, loaded = loaders[fmt](path, **{k: enc_conf[k] for k in _TRAINING_FIELDS if k in enc_conf})
+    differ = {k: (v, getattr(loaded, k)) for k, v in enc_conf.items()
+              if k not in _TRAINING_FIELDS and hasattr(loaded, k) and getattr(loaded, k) != v}
+    if differ:
+        raise ValueError(f"{path}: encoder_conf disagrees with the checkpoint (conf, checkpoint): {differ}")
+    return encoder
+
+
+def build_model(conf: dict[str, Any], text_vocab_size: int, eos_id: int, pad_id: int) -> EChatModel:
+    """Build from the ``model:`` mapping of a config (encoder/adapter/llm by registry name)."""
+    conf = dict(conf)
+    for key in ("encoder", "adapter", "llm", "speech_codes"):
+        if key not in conf:
+            raise KeyError(f"model config needs '{key}'")
+    enc_conf = dict(conf.get("encoder_conf") or {})
+    encoder = _init_encoder(conf["encoder"], enc_conf, (conf.get("init") or {}).get("encoder"))
+    llm = LLMS.build(conf["llm"], {"vocab_size": text_vocab_size, **(conf.get("llm_conf") or {})})
+    ad_conf = {"encoder_dim": int(encoder.config.d_model),
+               "llm_dim": hidden_size(llm), **(conf.get("adapter_conf") or {})}
+    adapter = ADAPTERS.build(conf["adapter"], ad_conf)
+    return EChatModel(encoder, adapter, llm, int(conf["speech_codes"]), text_vocab_size, eos_id, pad_id)
+
+
+__all__ = ["EChatModel", "GenerateConf", "SamplingConf", "build_model"]
