@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 
 # ---- options (every one can be given as --name value) ----
 stage=0               # first stage to run
-stop_stage=4          # last stage to run
+stop_stage=5          # last stage to run
 nj=2                  # parallel jobs for data work
 seed=777              # corpus synthesis seed
 hours=3.0             # EChat-mini train size, hours of user audio
@@ -24,6 +24,10 @@ dump_feats=false      # true: dump log-mel features to kaldiio ark/scp (stage 2)
 feats_type=whisper_log_mel   # whisper_log_mel | fbank
 sets="train dev test"
 spm_vocab=1000        # text tokenizer size (mini; paper scale uses the LLM's own tokenizer)
+conf_dir=conf/mini    # stage configs: conf/mini (CPU) or conf/paper (GPU cluster)
+nproc=1               # training processes on this node (>1: torchrun, one per GPU / CPU slot)
+threads=2             # torch threads per training/decoding process on CPU
+train_extra=""        # extra bin/train.py arguments, e.g. "--override train_conf.max_epoch=1"
 
 help_message=$(cat <<HELP
 Usage: $0 [options]
@@ -33,13 +37,15 @@ Stages:
   2  optional feature dump (--dump_feats true): kaldiio ark/scp of $feats_type -> $data/<set>/feats
   3  shards (--data_type shard): tar shards -> $data/<set>/shards, list $data/<set>/data.shards.list
   4  text tokenizer: SentencePiece on the train text, replies and CoTs -> $data/lang/spm.model
+  5  train stage 1 (understanding: ASR + tags; + ASR on the reply audio) -> $exp/stage1
 Options (default):
   --stage ($stage) --stop_stage ($stop_stage) --nj ($nj)
   --seed ($seed) --hours ($hours) --dev_hours ($dev_hours) --test_hours ($test_hours)
   --data ($data) --exp ($exp) --sets ("$sets")
   --data_type ($data_type; raw|shard) --num_utts_per_shard ($num_utts_per_shard)
   --dump_feats ($dump_feats) --feats_type ($feats_type; whisper_log_mel|fbank)
-  --spm_vocab ($spm_vocab)
+  --spm_vocab ($spm_vocab) --conf_dir ($conf_dir) --nproc ($nproc) --threads ($threads)
+  --train_extra ("$train_extra")
 HELP
 )
 . tools/parse_options.sh
@@ -60,12 +66,19 @@ up_to_date() {
 }
 case $data_type in raw|shard) ;; *) log "--data_type must be raw or shard, got '$data_type'"; exit 2 ;; esac
 logdir=$exp/data_prep/log
+export OMP_NUM_THREADS=$threads
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   log "stage 0: synthesise EChat-mini ($hours h train, seed $seed)"
   run_logged "$logdir/synth_echat_mini.log" \
     python local/synth_echat_mini.py --out_dir "$data" --hours "$hours" --dev_hours "$dev_hours" \
       --test_hours "$test_hours" --seed "$seed" --nj "$nj"
+  if up_to_date "$data/train_reply_asr/data.list" "$data/train/data.list"; then
+    log "  $data/train_reply_asr: up to date"
+  else
+    run_logged "$logdir/make_reply_asr_list.log" \
+      python local/make_reply_asr_list.py "$data/train/data.list" "$data/train_reply_asr/data.list"
+  fi
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
@@ -101,7 +114,7 @@ fi
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   if [ "$data_type" = shard ]; then
     log "stage 3: make shards"
-    for x in $sets; do
+    for x in $sets train_reply_asr; do
       if up_to_date "$data/$x/data.shards.list" "$data/$x/data.list"; then
         log "  $data/$x: shards up to date"; continue
       fi
@@ -120,6 +133,27 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   run_logged "$exp/lang/log/train_tokenizer.log" \
     python -m wenet_echat.bin.train_tokenizer --data_list "$data/train/data.list" \
       --model_prefix "$data/lang/spm" --vocab_size "$spm_vocab"
+fi
+
+# data_list SET: the list a training/decoding stage reads for SET (raw data.list or shard list)
+data_list() { if [ "$data_type" = shard ]; then echo "$data/$1/data.shards.list"; else echo "$data/$1/data.list"; fi; }
+# train_stage N INIT LIST...: train stage N from INIT ("" = from scratch) into $exp/stageN; skipped when finished,
+# resumed when a checkpoint exists (a killed run goes on where it stopped)
+train_stage() {
+  local n=$1 init=$2; shift 2
+  local dir=$exp/stage$n
+  if [ -f "$dir/final/model.pt" ]; then log "  $dir/final exists: stage $n trained"; return 0; fi
+  local launcher=(python)
+  [ "$nproc" -gt 1 ] && launcher=(torchrun --standalone --nproc_per_node "$nproc")
+  # shellcheck disable=SC2086
+  run_logged "$dir/log/train.log" "${launcher[@]}" -m wenet_echat.bin.train \
+    --config "$conf_dir/train_stage$n.yaml" --train_data "$@" --cv_data "$(data_list dev)" \
+    --data_type "$data_type" --model_dir "$dir" --threads "$threads" ${init:+--init "$init"} $train_extra
+}
+
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  log "stage 5: train stage 1 (understanding)"
+  train_stage 1 "" "$(data_list train)" "$(data_list train_reply_asr)"
 fi
 
 log "done (stages $stage..$stop_stage)"

@@ -33,7 +33,7 @@ def test_validate_sets_tasks():
     stats = P.SkipStats()
     rec = {"key": "u", "wav": "a.wav", "text": "t", "response": "r", "response_tokens": [1]}
     out = run(P.validate([{"src": "l:1", "key": "u", "record": rec}], stats))
-    assert out[0]["tasks"] == ["asr", "s2t_chat", "tts", "s2s_chat"]
+    assert out[0]["tasks"] == ["asr", "s2t_chat", "t2t", "tts", "s2s_chat"]
 
 
 def test_load_audio_resample_downmix_missing(tmp_path):

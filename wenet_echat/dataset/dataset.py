@@ -148,9 +148,12 @@ class EChatDataset(IterableDataset):
 
 
 def make_dataloader(dataset: EChatDataset, num_workers: int = 0, prefetch_factor: int | None = 2,
-                    pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over ready batches (``batch_size=None``); persistent workers when ``num_workers > 0``."""
-    kwargs: dict[str, Any] = {}
+                    pin_memory: bool = False, generator: Any = None) -> DataLoader:
+    """A DataLoader over ready batches (``batch_size=None``); persistent workers when ``num_workers > 0``.
+
+    ``generator`` (a ``torch.Generator``) seeds the workers instead of the global RNG, so creating a loader does
+    not change the training RNG stream (needed for an exact resume)."""
+    kwargs: dict[str, Any] = {"generator": generator}
     if num_workers > 0:
         kwargs["persistent_workers"] = True
         kwargs["prefetch_factor"] = prefetch_factor

@@ -25,6 +25,7 @@ from wenet_echat.text.targets import (
     build_example,
     collate,
     flatten,
+    has_target_fields,
 )
 from wenet_echat.text.tokenizer import TextTokenizer
 
@@ -43,6 +44,17 @@ def batch_records(batch: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def lists_task(record: dict[str, Any], task: str) -> bool:
+    """Whether the record's ``task`` field names ``task`` (a record without one serves what its fields allow)."""
+    tasks = record.get("task")
+    return tasks is None or task in (tasks if isinstance(tasks, list) else record_tasks(record))
+
+
+def serves(record: dict[str, Any], task: str, think: bool = True) -> bool:
+    """Whether ``record`` lists ``task`` and has the fields its target needs."""
+    return lists_task(record, task) and has_target_fields(record, task, think)
+
+
 def select_examples(records: list[dict[str, Any]], task: str, tokenizer: TextTokenizer, rng: random.Random | None,
                     think: bool, speech_bos: int, prompt_only: bool = False,
                     dropped: Counter[str] | None = None) -> tuple[list[int], list[Example]]:
@@ -50,8 +62,7 @@ def select_examples(records: list[dict[str, Any]], task: str, tokenizer: TextTok
     keep: list[int] = []
     examples: list[Example] = []
     for i, rec in enumerate(records):
-        tasks = rec.get("task")
-        if tasks is not None and task not in (tasks if isinstance(tasks, list) else record_tasks(rec)):
+        if not lists_task(rec, task):
             if dropped is not None:
                 dropped[f"{task}: task not listed"] += 1
             continue
@@ -106,4 +117,4 @@ def to_device(inputs: dict[str, Any], device: torch.device | str) -> dict[str, A
     return {k: inputs[k].to(device) for k in MODEL_KEYS if k in inputs}
 
 
-__all__ = ["MODEL_KEYS", "RECORD_FIELDS", "batch_records", "make_inputs", "select_examples", "to_device"]
+__all__ = ["MODEL_KEYS", "RECORD_FIELDS", "batch_records", "make_inputs", "select_examples", "serves", "to_device"]

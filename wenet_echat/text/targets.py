@@ -149,6 +149,15 @@ def _check_fields(rec: dict[str, Any], task: str, think: bool) -> None:
                 raise MissingFieldError(key, task, name, "needed to build the chain of thought when 'think' is absent")
 
 
+def has_target_fields(record: dict[str, Any], task: str, think: bool = True) -> bool:
+    """True when ``record`` has every field the target of ``task`` needs (no tokenization done)."""
+    try:
+        _check_fields(record, task, think)
+    except MissingFieldError:
+        return False
+    return True
+
+
 def target_text(record: dict[str, Any], task: str, think: bool = True) -> str:
     """The text target of ``task`` without the EOS ("" for tts)."""
     if task == "asr":
@@ -361,5 +370,5 @@ def joint_labels(labels: Any, kinds: Any, text_vocab_size: int) -> Any:
 __all__ = [
     "AUDIO_TASKS", "Example", "Flat", "IGNORE_ID", "KIND_AUDIO", "KIND_SPEECH", "KIND_TEXT", "MissingFieldError",
     "Packed", "SPEECH_BOS", "SPEECH_TASKS", "Segment", "TARGET_FIELDS", "TARGET_TASKS", "build_example",
-    "build_prompt", "collate", "encode_masked", "flatten", "joint_labels", "pack", "target_text",
+    "build_prompt", "collate", "has_target_fields", "encode_masked", "flatten", "joint_labels", "pack", "target_text",
 ]

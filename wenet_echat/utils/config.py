@@ -54,11 +54,13 @@ def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_override(conf: dict[str, Any], override: str, source: str = "config") -> dict[str, Any]:
-    """Return a copy of ``conf`` with one ``"dotted.key value"`` override applied.
+    """Return a copy of ``conf`` with one ``"dotted.key value"`` (or ``dotted.key=value``) override applied.
 
     The key must already exist (typos are errors, not silent additions); the value keeps its YAML type.
     """
-    key, sep, raw = override.strip().partition(" ")
+    text = override.strip()
+    eq, space = text.find("="), text.find(" ")
+    key, sep, raw = text.partition("=" if eq >= 0 and (space < 0 or eq < space) else " ")
     if not sep:
         raise ValueError(f"override '{override}': expected 'dotted.key value'")
     conf = copy.deepcopy(conf)
