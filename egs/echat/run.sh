@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 
 # ---- options (every one can be given as --name value) ----
 stage=0               # first stage to run
-stop_stage=5          # last stage to run
+stop_stage=6          # last stage to run
 nj=2                  # parallel jobs for data work
 seed=777              # corpus synthesis seed
 hours=3.0             # EChat-mini train size, hours of user audio
@@ -28,6 +28,8 @@ conf_dir=conf/mini    # stage configs: conf/mini (CPU) or conf/paper (GPU cluste
 nproc=1               # training processes on this node (>1: torchrun, one per GPU / CPU slot)
 threads=2             # torch threads per training/decoding process on CPU
 train_extra=""        # extra bin/train.py arguments, e.g. "--override train_conf.max_epoch=1"
+speech_codes=512      # k-means speech-token codebook (mini; paper scale: S3Tokenizer, 4096)
+think=true            # false: stage 3 without dual thinking (the paper's ablation) -> $exp/stage3_nothink
 
 help_message=$(cat <<HELP
 Usage: $0 [options]
@@ -38,6 +40,10 @@ Stages:
   3  shards (--data_type shard): tar shards -> $data/<set>/shards, list $data/<set>/data.shards.list
   4  text tokenizer: SentencePiece on the train text, replies and CoTs -> $data/lang/spm.model
   5  train stage 1 (understanding: ASR + tags; + ASR on the reply audio) -> $exp/stage1
+  6  decode + score stage 1 on dev/test (ASR WER/CER, per-cue tag accuracy) -> $exp/stage1/decode_<set>/results.md
+  7  speech tokens: k-means units on the train reply audio, response_tokens for every split -> data.tok.list
+  8  train stage 2 (generation: TTS, S2S/S2T/text chat, understanding replay) from stage 1 -> $exp/stage2
+  9  train stage 3 (empathy: S2S with dual thinking + replay) from stage 2 -> $exp/stage3 (or stage3_nothink)
 Options (default):
   --stage ($stage) --stop_stage ($stop_stage) --nj ($nj)
   --seed ($seed) --hours ($hours) --dev_hours ($dev_hours) --test_hours ($test_hours)
@@ -45,7 +51,7 @@ Options (default):
   --data_type ($data_type; raw|shard) --num_utts_per_shard ($num_utts_per_shard)
   --dump_feats ($dump_feats) --feats_type ($feats_type; whisper_log_mel|fbank)
   --spm_vocab ($spm_vocab) --conf_dir ($conf_dir) --nproc ($nproc) --threads ($threads)
-  --train_extra ("$train_extra")
+  --train_extra ("$train_extra") --speech_codes ($speech_codes) --think ($think)
 HELP
 )
 . tools/parse_options.sh
@@ -65,6 +71,7 @@ up_to_date() {
   local s; for s in "$@"; do [ "$target" -nt "$s" ] || return 1; done
 }
 case $data_type in raw|shard) ;; *) log "--data_type must be raw or shard, got '$data_type'"; exit 2 ;; esac
+case $think in true|false) ;; *) log "--think must be true or false, got '$think'"; exit 2 ;; esac
 logdir=$exp/data_prep/log
 export OMP_NUM_THREADS=$threads
 
@@ -135,25 +142,83 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
       --model_prefix "$data/lang/spm" --vocab_size "$spm_vocab"
 fi
 
-# data_list SET: the list a training/decoding stage reads for SET (raw data.list or shard list)
-data_list() { if [ "$data_type" = shard ]; then echo "$data/$1/data.shards.list"; else echo "$data/$1/data.list"; fi; }
-# train_stage N INIT LIST...: train stage N from INIT ("" = from scratch) into $exp/stageN; skipped when finished,
-# resumed when a checkpoint exists (a killed run goes on where it stopped)
+# data_list SET [NAME]: the list a training/decoding stage reads for SET (raw NAME.list or its shard list);
+# NAME is "data" (default) or "data.tok" (with speech tokens, stage 7)
+data_list() {
+  local name=${2:-data}
+  if [ "$data_type" = shard ]; then echo "$data/$1/$name.shards.list"; else echo "$data/$1/$name.list"; fi
+}
+# train_stage N DIR INIT LIST...: train stage N (config $conf_dir/train_stageN.yaml) from INIT ("" = from scratch)
+# into DIR, cross-validating on $cv_list; skipped when finished, resumed when a checkpoint exists (a killed run goes
+# on where it stopped)
 train_stage() {
-  local n=$1 init=$2; shift 2
-  local dir=$exp/stage$n
+  local n=$1 dir=$2 init=$3; shift 3
   if [ -f "$dir/final/model.pt" ]; then log "  $dir/final exists: stage $n trained"; return 0; fi
   local launcher=(python)
   [ "$nproc" -gt 1 ] && launcher=(torchrun --standalone --nproc_per_node "$nproc")
   # shellcheck disable=SC2086
   run_logged "$dir/log/train.log" "${launcher[@]}" -m wenet_echat.bin.train \
-    --config "$conf_dir/train_stage$n.yaml" --train_data "$@" --cv_data "$(data_list dev)" \
+    --config "$conf_dir/train_stage$n.yaml" --train_data "$@" --cv_data "$cv_list" \
     --data_type "$data_type" --model_dir "$dir" --threads "$threads" ${init:+--init "$init"} $train_extra
 }
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   log "stage 5: train stage 1 (understanding)"
-  train_stage 1 "" "$(data_list train)" "$(data_list train_reply_asr)"
+  cv_list=$(data_list dev)
+  train_stage 1 "$exp/stage1" "" "$(data_list train)" "$(data_list train_reply_asr)"
+fi
+
+# decode_score DIR SET TASKS...: decode SET with model DIR into DIR/decode_SET, then score; skipped when up to date
+decode_score() {
+  local dir=$1 x=$2; shift 2
+  local out=$dir/decode_$x
+  if up_to_date "$out/results.md" "$dir/final/model.pt"; then log "  $out/results.md up to date"; return 0; fi
+  run_logged "$out/log/decode.log" python -m wenet_echat.bin.decode --model_dir "$dir" --checkpoint final \
+    --data_list "$(data_list "$x")" --data_type "$data_type" --tasks "$@" --out "$out/hyp.jsonl" \
+    --threads "$threads" --batch_size 32
+  run_logged "$out/log/score.log" python -m wenet_echat.bin.score --ref "$data/$x/data.list" \
+    --hyp "$out/hyp.jsonl" --out "$out/results.md" --title "$(basename "$dir"), $x"
+}
+
+if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+  log "stage 6: decode and score stage 1 (asr, tag)"
+  for x in dev test; do decode_score "$exp/stage1" "$x" asr tag; done
+  python local/plot_curves.py "$exp/stage1/train_log.jsonl" "$exp/stage1/curves.png"
+fi
+
+if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
+  log "stage 7: speech tokens (k-means, $speech_codes codes)"
+  tok_model=$data/speech_token/kmeans$speech_codes.npz
+  # both tools skip finished work themselves (up-to-date model; cached wavs)
+  run_logged "$exp/speech_token/log/train_kmeans.log" python -m wenet_echat.bin.train_speech_tokenizer \
+    --data_list "$data/train/data.list" --field response_wav --k "$speech_codes" --out "$tok_model" --nj "$nj"
+  for x in $sets; do
+    if up_to_date "$data/$x/data.tok.list" "$data/$x/data.list" "$tok_model"; then
+      log "  $data/$x/data.tok.list up to date"; continue
+    fi
+    run_logged "$exp/speech_token/log/extract_$x.log" python -m wenet_echat.bin.extract_speech_tokens \
+      --tokenizer "$tok_model" --in_list "$data/$x/data.list" --out_list "$data/$x/data.tok.list" --nj "$nj"
+    if [ "$data_type" = shard ]; then
+      run_logged "$exp/speech_token/log/make_shards_$x.log" python tools/make_shard_list.py \
+        --num_utts_per_shard "$num_utts_per_shard" --nj "$nj" \
+        "$data/$x/data.tok.list" "$data/$x/shards_tok" "$data/$x/data.tok.shards.list"
+    fi
+  done
+fi
+
+if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
+  log "stage 8: train stage 2 (generation and spoken chat)"
+  cv_list=$(data_list dev data.tok)
+  train_stage 2 "$exp/stage2" "$exp/stage1/final" "$(data_list train data.tok)" "$(data_list train_reply_asr)"
+fi
+
+stage3_dir=$exp/stage3
+[ "$think" = false ] && stage3_dir=$exp/stage3_nothink
+if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
+  log "stage 9: train stage 3 (empathy, think=$think) -> $stage3_dir"
+  cv_list=$(data_list dev data.tok)
+  [ "$think" = false ] && train_extra="$train_extra --override train_conf.think=false"
+  train_stage 3 "$stage3_dir" "$exp/stage2/final" "$(data_list train data.tok)"
 fi
 
 log "done (stages $stage..$stop_stage)"

@@ -25,3 +25,28 @@ def test_dataset_conf_builds(path, tmp_path):
     (tmp_path / "data.list").write_text("")
     ds = EChatDataset("raw", str(tmp_path / "data.list"), conf["dataset_conf"], train=True)
     assert list(ds) == []
+
+
+RECIPE = Path(__file__).resolve().parents[2] / "egs" / "echat"
+
+
+@pytest.mark.parametrize("path", [p for p in CONFS if p.name.startswith("train_stage")],
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_stage_configs_parse(path):
+    from wenet_echat.train.trainer import TrainConf
+
+    conf = load_config(path)
+    assert {"tokenizer", "model", "dataset_conf", "train_conf"} <= set(conf)
+    tconf = TrainConf.from_dict(conf["train_conf"])
+    if tconf.train_engine == "deepspeed":
+        assert (RECIPE / tconf.deepspeed_config).is_file()  # paths are relative to egs/echat (run.sh's cwd)
+
+
+def test_mini_model_builds_at_the_documented_size():
+    from wenet_echat.model import build_model
+
+    conf = load_config(RECIPE / "conf" / "mini" / "train_stage1.yaml")
+    model = build_model(conf["model"], 1000, 3, 0)
+    n = sum(p.numel() for p in model.parameters())
+    assert 5e6 < n < 12e6  # "~10 M parameters" (model.yaml)
+    assert model.speech_codes == 512

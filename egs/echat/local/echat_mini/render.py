@@ -25,7 +25,7 @@ from .events import mix_event
 from .plan import Example
 from .voices import ASSISTANT, ASSISTANT_SR, EMOTION_STYLES, REPLY_STYLES, USER_SR, synthesize
 
-TASKS: list[str] = ["asr", "tag", "s2t_chat", "tts", "s2s_chat", "s2s_think"]
+TASKS: list[str] = ["asr", "tag", "s2t_chat", "t2t", "tts", "s2s_chat", "s2s_think"]
 
 
 REPLY_GAP_S = 0.25  # pause between the sentences of a reply
