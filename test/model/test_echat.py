@@ -171,3 +171,53 @@ def test_build_model_errors(setup):
     with pytest.raises(KeyError, match="speech_codes"):
         build_model(conf, tok.vocab_size, tok.eos_id, tok.pad_id)
     assert isinstance(build_model(tiny_model_conf(), tok.vocab_size, tok.eos_id, tok.pad_id), EChatModel)
+
+
+@torch.no_grad()
+def test_loss_counts_exactly_the_labelled_target_tokens(setup):
+    """The loss is the mean CE over target positions only (prompt, audio, <&&> spans and padding excluded)."""
+    from wenet_echat.llm import backbone, run_decoder
+    from wenet_echat.text.targets import IGNORE_ID, build_example, joint_labels
+
+    tok, model, batch = setup
+    model.eval()
+    b = dict(batch, labels=[{**lab, "event": None} for lab in batch["labels"]])  # a missing label -> <&&> span
+    raw = make_inputs(b, "s2s_think", tok, model.audio_lengths, model.speech_bos)
+    inp = to_device(raw, "cpu")
+    out = model(**inp)
+    audio, lens = model.encode_audio(inp["feats"], inp["feats_lengths"])
+    hidden = run_decoder(backbone(model.llama_model), model.embed(inp["input_ids"], inp["kinds"], audio),
+                         inp["attention_mask"], inp["position_ids"])[0]
+    logits = model.joint_logits(hidden)[:, :-1].float()
+    target = joint_labels(inp["labels"], inp["kinds"], model.lm_classes)[:, 1:]
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE_ID, reduction="sum")
+    n = int((target != IGNORE_ID).sum())
+    assert out["n_tokens"].item() == n
+    assert torch.allclose(out["loss"], ce / n, atol=1e-5)
+    # exactly: every target token of every row (reply text + EOS + speech), minus the <&&> span tokens
+    mask_id = tok.encode("<&&>")
+    expected = 0
+    for rec in raw["records"]:
+        ex = build_example(rec, "s2s_think", tok)
+        expected += sum(sum(s.loss_flags()) for s in ex.segments if s.kind != "audio")
+    assert n == expected
+    text_targets = inp["input_ids"][(inp["labels"] != IGNORE_ID) & (inp["kinds"] == 0)]
+    assert mask_id and all((text_targets != m).all() for m in mask_id)
+    assert any((inp["input_ids"] == m).any() for m in mask_id)  # the span is in the input, without loss
+
+
+def test_auxiliary_ctc_only_on_asr_batches(setup):
+    tok, _, batch = setup
+    torch.manual_seed(3)
+    conf = {**tiny_model_conf(), "ctc_weight": 0.5}
+    model = build_model(conf, tok.vocab_size, tok.eos_id, tok.pad_id)
+    short = dict(batch, text=["My exam."] * 4)  # the fixture's audio is short: CTC needs frames >= tokens
+    asr = to_device(make_inputs(short, "asr", tok, model.audio_lengths, model.speech_bos), "cpu")
+    out = model(**asr)
+    assert out["ctc"].item() > 0
+    base = model(**{k: v for k, v in asr.items() if not k.startswith("ctc")})
+    assert torch.allclose(out["loss"], base["loss"] + 0.5 * out["ctc"], atol=1e-5)
+    tag = to_device(make_inputs(batch, "tag", tok, model.audio_lengths, model.speech_bos), "cpu")
+    assert "ctc" not in model(**tag)
+    with pytest.raises(KeyError, match="unknown model config"):
+        build_model({**tiny_model_conf(), "ctc_wieght": 1.0}, tok.vocab_size, tok.eos_id, tok.pad_id)

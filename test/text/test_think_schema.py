@@ -72,3 +72,32 @@ def test_missing_fields_alternatives():
     assert missing_fields(rec, "tts") == ["response_tokens|response_wav"]
     assert missing_fields(dict(rec, response_tokens=[1, 2]), "tts") == []
     assert record_tasks(dict(rec, response_tokens=[1])) == ["tts"]
+
+
+def test_natural_think_round_trips_every_cue():
+    from wenet_echat.text.labels import AGES, EMOTIONS, EVENTS, GENDERS, REPLY_EMOTIONS
+    from wenet_echat.text.think import build_natural_think, parse_natural_think, parse_think
+
+    for i, (age, gender, emo, event, reply) in enumerate(zip(AGES * 5, GENDERS * 8, EMOTIONS * 3, EVENTS,
+                                                            REPLY_EMOTIONS * 2)):
+        labels = {"age": age, "gender": gender, "emotion": emo, "event": event}
+        text = build_natural_think(f"Sentence number {i}, with a comma.", labels, reply)
+        assert "<" not in text  # no tags in the natural form
+        got = parse_natural_think(text)
+        assert got == {**labels, "transcript": f"Sentence number {i}, with a comma.", "response_emotion": reply}
+        assert parse_think(text) == got
+    partial = build_natural_think("Hi.", {"age": None, "gender": "female", "emotion": None, "event": "rain"}, None)
+    assert parse_natural_think(partial) == {"transcript": "Hi.", "age": None, "gender": "female", "emotion": None,
+                                            "event": "rain", "response_emotion": None}
+
+
+def test_think_style_in_targets():
+    from wenet_echat.text.targets import target_text
+
+    rec = {"text": "I lost my keys.", "labels": {"age": "old", "gender": "male", "emotion": "sad", "event": "none"},
+           "response": "Oh no.", "response_emotion": "comforting", "think": "a gold paragraph"}
+    assert target_text(rec, "s2s_think") == "<think>a gold paragraph<think end>Oh no."
+    assert target_text(rec, "s2s_think", think_style="tag").startswith("<think>the user said: I lost my keys.")
+    natural = target_text(rec, "s2s_think", think_style="natural")
+    assert natural.startswith("<think>This sounds like an elderly man") and natural.endswith("<think end>Oh no.")
+    assert target_text(rec, "s2s_think", think=False) == "Oh no."

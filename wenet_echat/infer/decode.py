@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from wenet_echat.model import EChatModel, GenerateConf, build_model, make_inputs
-from wenet_echat.text.think import THINK_BEGIN, THINK_END, parse_tag_think
+from wenet_echat.text.think import THINK_BEGIN, THINK_END, parse_think
 from wenet_echat.text.tokenizer import TextTokenizer, build_tokenizer
 from wenet_echat.train.checkpoint import read_state_dict, resolve_checkpoint
 from wenet_echat.utils.config import load_config
@@ -91,7 +91,7 @@ def decode_batch(loaded: LoadedModel, batch: dict[str, Any], task: str, gen: Gen
         if task in ("s2t_chat", "t2t", "s2s_chat", "s2s_think"):
             cot, reply = split_output(text)
             row["think"], row["reply"] = cot, reply
-            row["reply_emotion"] = parse_tag_think(cot).get("response_emotion") if cot else None
+            row["reply_emotion"] = parse_think(cot).get("response_emotion") if cot else None
         if inputs["speak"][0]:
             row["speech_tokens"] = out["speech_ids"]
         row.update({"n_text_tokens": len(out["text_ids"]), "finished": out["finished"],

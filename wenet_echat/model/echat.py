@@ -88,7 +88,7 @@ class EChatModel(nn.Module):
     """See the module docstring. ``text_vocab_size`` is the tokenizer's size (the LM head may be wider)."""
 
     def __init__(self, encoder: nn.Module, adapter: nn.Module, llm: nn.Module, speech_codes: int,
-                 text_vocab_size: int, eos_id: int, pad_id: int):
+                 text_vocab_size: int, eos_id: int, pad_id: int, ctc_weight: float = 0.0):
         super().__init__()
         self.encoder = encoder
         self.adapter = adapter
@@ -101,6 +101,10 @@ class EChatModel(nn.Module):
         self.text_vocab_size = int(text_vocab_size)
         self.eos_id, self.pad_id = int(eos_id), int(pad_id)
         self.lm_classes = int(llm.get_output_embeddings().weight.shape[0])
+        # optional auxiliary CTC on the adapter output (ASR batches only): lets a randomly initialised encoder
+        # align quickly in the mini recipe; OSUM-EChat itself has none (its encoder is pretrained), weight 0 there
+        self.ctc_weight = float(ctc_weight)
+        self.ctc_head = nn.Linear(width, self.text_vocab_size + 1) if self.ctc_weight > 0 else None
         if self.lm_classes < self.text_vocab_size:
             raise ValueError(f"the LM head has {self.lm_classes} classes, fewer than the {self.text_vocab_size} "
                              "text ids of the tokenizer")
@@ -160,15 +164,20 @@ class EChatModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, kinds: torch.Tensor, labels: torch.Tensor,
                 attention_mask: torch.Tensor, position_ids: torch.Tensor, feats: torch.Tensor | None = None,
                 feats_lengths: torch.Tensor | None = None, audio_rows: list[list[int]] | None = None,
+                ctc_ids: torch.Tensor | None = None, ctc_lengths: torch.Tensor | None = None,
                 **_: Any) -> dict[str, torch.Tensor]:
-        """Teacher-forced loss. Returns ``loss`` (mean CE over labelled tokens), ``acc``, ``acc_text``,
-        ``acc_speech`` and the token counts ``n_tokens``/``n_text``/``n_speech``."""
+        """Teacher-forced loss. Returns ``loss`` (mean CE over labelled tokens, plus ``ctc_weight`` x the CTC loss
+        when ``ctc_ids`` are given), ``acc``, ``acc_text``, ``acc_speech``, the token counts
+        ``n_tokens``/``n_text``/``n_speech`` and, with CTC, ``ctc``."""
         frames = None
+        ctc = None
         if feats is not None:
             if feats_lengths is None:
                 raise ValueError("feats given without feats_lengths")
             audio, lens = self.encode_audio(feats, feats_lengths)
             frames = self.row_frames(audio, lens, audio_rows, input_ids.size(0))
+            if self.ctc_head is not None and ctc_ids is not None and ctc_lengths is not None:
+                ctc = self.ctc_loss(audio, lens, ctc_ids, ctc_lengths)
         emb = self.embed(input_ids, kinds, frames)
         hidden, _ = run_decoder(backbone(self.llama_model), emb, attention_mask, position_ids)
         target = joint_labels(labels, kinds, self.lm_classes)[:, 1:]
@@ -191,8 +200,19 @@ class EChatModel(nn.Module):
                 "n_text": torch.tensor(n_text),
                 "n_speech": torch.tensor(n_speech),
             }
+        if ctc is not None:
+            out["ctc"] = ctc.detach()
+            loss = loss + self.ctc_weight * ctc
         out["loss"] = loss
         return out
+
+    def ctc_loss(self, audio: torch.Tensor, lens: torch.Tensor, ids: torch.Tensor,
+                 id_lengths: torch.Tensor) -> torch.Tensor:
+        """CTC of the transcript ids on the adapter frames (blank = the last class), mean per target token."""
+        assert self.ctc_head is not None
+        logp = self.ctc_head(audio).float().log_softmax(-1).transpose(0, 1)
+        return F.ctc_loss(logp, ids.clamp(min=0), lens, id_lengths, blank=self.text_vocab_size,
+                          reduction="mean", zero_infinity=True)
 
     # ---------------------------------------------------------------------------------------- generate
     @torch.inference_mode()
@@ -302,13 +322,19 @@ def build_model(conf: dict[str, Any], text_vocab_size: int, eos_id: int, pad_id:
     for key in ("encoder", "adapter", "llm", "speech_codes"):
         if key not in conf:
             raise KeyError(f"model config needs '{key}'")
+    known = {"encoder", "encoder_conf", "adapter", "adapter_conf", "llm", "llm_conf", "speech_codes", "init",
+             "ctc_weight"}
+    unknown = sorted(set(conf) - known)
+    if unknown:
+        raise KeyError(f"unknown model config key(s) {unknown}; known: {', '.join(sorted(known))}")
     enc_conf = dict(conf.get("encoder_conf") or {})
     encoder = _init_encoder(conf["encoder"], enc_conf, (conf.get("init") or {}).get("encoder"))
     llm = LLMS.build(conf["llm"], {"vocab_size": text_vocab_size, **(conf.get("llm_conf") or {})})
     ad_conf = {"encoder_dim": int(encoder.config.d_model),
                "llm_dim": hidden_size(llm), **(conf.get("adapter_conf") or {})}
     adapter = ADAPTERS.build(conf["adapter"], ad_conf)
-    return EChatModel(encoder, adapter, llm, int(conf["speech_codes"]), text_vocab_size, eos_id, pad_id)
+    return EChatModel(encoder, adapter, llm, int(conf["speech_codes"]), text_vocab_size, eos_id, pad_id,
+                      ctc_weight=float(conf.get("ctc_weight", 0.0)))
 
 
 __all__ = ["EChatModel", "GenerateConf", "SamplingConf", "build_model"]

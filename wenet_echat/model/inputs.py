@@ -50,14 +50,14 @@ def lists_task(record: dict[str, Any], task: str) -> bool:
     return tasks is None or task in (tasks if isinstance(tasks, list) else record_tasks(record))
 
 
-def serves(record: dict[str, Any], task: str, think: bool = True) -> bool:
+def serves(record: dict[str, Any], task: str, think: bool = True, think_style: str = "auto") -> bool:
     """Whether ``record`` lists ``task`` and has the fields its target needs."""
-    return lists_task(record, task) and has_target_fields(record, task, think)
+    return lists_task(record, task) and has_target_fields(record, task, think, think_style)
 
 
 def select_examples(records: list[dict[str, Any]], task: str, tokenizer: TextTokenizer, rng: random.Random | None,
-                    think: bool, speech_bos: int, prompt_only: bool = False,
-                    dropped: Counter[str] | None = None) -> tuple[list[int], list[Example]]:
+                    think: bool, speech_bos: int, prompt_only: bool = False, dropped: Counter[str] | None = None,
+                    think_style: str = "auto") -> tuple[list[int], list[Example]]:
     """Indices of the records that serve ``task`` and their examples (prompts only if ``prompt_only``)."""
     keep: list[int] = []
     examples: list[Example] = []
@@ -67,7 +67,7 @@ def select_examples(records: list[dict[str, Any]], task: str, tokenizer: TextTok
                 dropped[f"{task}: task not listed"] += 1
             continue
         try:
-            ex = build_example(rec, task, tokenizer, rng, think, speech_bos)
+            ex = build_example(rec, task, tokenizer, rng, think, speech_bos, think_style)
         except MissingFieldError as e:
             if dropped is not None:
                 dropped[f"{task}: no {e.field}"] += 1
@@ -79,7 +79,7 @@ def select_examples(records: list[dict[str, Any]], task: str, tokenizer: TextTok
 
 def make_inputs(batch: dict[str, Any], task: str, tokenizer: TextTokenizer, audio_lengths: Any, speech_bos: int,
                 rng: random.Random | None = None, think: bool = True, prompt_only: bool = False,
-                dropped: Counter[str] | None = None) -> dict[str, Any] | None:
+                dropped: Counter[str] | None = None, think_style: str = "auto") -> dict[str, Any] | None:
     """Tensors for :meth:`EChatModel.forward` (or, with ``prompt_only``, left-padded prompts for ``generate``).
 
     ``audio_lengths`` maps log-mel lengths to adapter frames (``model.audio_lengths``). Returns None when no
@@ -87,7 +87,8 @@ def make_inputs(batch: dict[str, Any], task: str, tokenizer: TextTokenizer, audi
     ``speak`` (per row: the task has a speech phase).
     """
     records = batch_records(batch)
-    keep, examples = select_examples(records, task, tokenizer, rng, think, speech_bos, prompt_only, dropped)
+    keep, examples = select_examples(records, task, tokenizer, rng, think, speech_bos, prompt_only, dropped,
+                                     think_style)
     if not keep:
         return None
     out: dict[str, Any] = {}
@@ -102,6 +103,12 @@ def make_inputs(batch: dict[str, Any], task: str, tokenizer: TextTokenizer, audi
     else:
         flats = [flatten(ex) for ex in examples]
     out.update(collate(flats, tokenizer.pad_id, padding_side="left" if prompt_only else "right"))
+    if task == "asr" and not prompt_only:  # transcript ids for the optional auxiliary CTC
+        ids = [tokenizer.encode(records[i]["text"]) for i in keep]
+        out["ctc_lengths"] = torch.tensor([len(x) for x in ids], dtype=torch.long)
+        out["ctc_ids"] = torch.full((len(ids), max(1, max(len(x) for x in ids))), -1, dtype=torch.long)
+        for row, x in enumerate(ids):
+            out["ctc_ids"][row, : len(x)] = torch.tensor(x, dtype=torch.long)
     out["keys"] = [records[i]["key"] for i in keep]
     out["records"] = [records[i] for i in keep]
     out["task"] = task
@@ -109,7 +116,8 @@ def make_inputs(batch: dict[str, Any], task: str, tokenizer: TextTokenizer, audi
     return out
 
 
-MODEL_KEYS = ("input_ids", "kinds", "labels", "attention_mask", "position_ids", "feats", "feats_lengths")
+MODEL_KEYS = ("input_ids", "kinds", "labels", "attention_mask", "position_ids", "feats", "feats_lengths", "ctc_ids",
+              "ctc_lengths")
 
 
 def to_device(inputs: dict[str, Any], device: torch.device | str) -> dict[str, Any]:

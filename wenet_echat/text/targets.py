@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from wenet_echat.text.prompts import system_prompt, tag_string, user_instruction
-from wenet_echat.text.think import MASK_TAG, build_tag_think, wrap_think
+from wenet_echat.text.think import MASK_TAG, THINK_STYLES, build_think, wrap_think
 from wenet_echat.text.tokenizer import IM_END, IM_START, TextTokenizer
 
 SPEECH_BOS = 4096  # opens and closes a spoken reply; audio input wrappers are SPEECH_BOS + 1 and + 2
@@ -136,30 +136,33 @@ def _present(rec: dict[str, Any], name: str) -> bool:
     return rec.get(name) not in (None, "", [], {})
 
 
-def _check_fields(rec: dict[str, Any], task: str, think: bool) -> None:
+def _check_fields(rec: dict[str, Any], task: str, think: bool, think_style: str = "auto") -> None:
     key = str(rec.get("key", "?"))
     for name in TARGET_FIELDS[task]:
         if not _present(rec, name):
             hint = ("speech tokens of the reply; run the speech-token extraction stage or train a text-only task"
                     if name == "response_tokens" else "")
             raise MissingFieldError(key, task, name, hint)
-    if task == "s2s_think" and think and not _present(rec, "think"):
+    if task == "s2s_think" and think and (think_style != "auto" or not _present(rec, "think")):
         for name in ("text", "labels"):
             if not _present(rec, name):
                 raise MissingFieldError(key, task, name, "needed to build the chain of thought when 'think' is absent")
 
 
-def has_target_fields(record: dict[str, Any], task: str, think: bool = True) -> bool:
+def has_target_fields(record: dict[str, Any], task: str, think: bool = True, think_style: str = "auto") -> bool:
     """True when ``record`` has every field the target of ``task`` needs (no tokenization done)."""
     try:
-        _check_fields(record, task, think)
+        _check_fields(record, task, think, think_style)
     except MissingFieldError:
         return False
     return True
 
 
-def target_text(record: dict[str, Any], task: str, think: bool = True) -> str:
-    """The text target of ``task`` without the EOS ("" for tts)."""
+def target_text(record: dict[str, Any], task: str, think: bool = True, think_style: str = "auto") -> str:
+    """The text target of ``task`` without the EOS ("" for tts).
+
+    ``think_style`` picks the CoT of ``s2s_think``: ``auto`` = the record's ``think`` field, else the tag form
+    built from its labels; ``tag`` / ``natural`` = always built from the labels in that form."""
     if task == "asr":
         return record["text"]
     if task == "tag":
@@ -168,7 +171,12 @@ def target_text(record: dict[str, Any], task: str, think: bool = True) -> str:
         return ""
     reply = record["response"]
     if task == "s2s_think" and think:
-        body = record.get("think") or build_tag_think(record["text"], record["labels"], record.get("response_emotion"))
+        if think_style not in THINK_STYLES:
+            raise ValueError(f"think_style must be one of {', '.join(THINK_STYLES)}, got {think_style!r}")
+        body = record.get("think") if think_style == "auto" else None
+        if not body:
+            style = "tag" if think_style == "auto" else think_style
+            body = build_think(record["text"], record["labels"], record.get("response_emotion"), style)
         return wrap_think(body) + reply
     return reply
 
@@ -223,7 +231,7 @@ def build_prompt(record: dict[str, Any], task: str, tokenizer: TextTokenizer, rn
 
 
 def build_example(record: dict[str, Any], task: str, tokenizer: TextTokenizer, rng: random.Random | None = None,
-                  think: bool = True, speech_bos: int = SPEECH_BOS) -> Example:
+                  think: bool = True, speech_bos: int = SPEECH_BOS, think_style: str = "auto") -> Example:
     """Segments of one training sequence for ``task`` (see the module docstring for the layouts).
 
     ``rng`` picks the instruction paraphrase of understanding tasks (None = the first, for evaluation).
@@ -232,9 +240,9 @@ def build_example(record: dict[str, Any], task: str, tokenizer: TextTokenizer, r
     """
     if task not in TARGET_TASKS:
         raise KeyError(f"unknown task {task!r}; known: {', '.join(TARGET_TASKS)}")
-    _check_fields(record, task, think)
+    _check_fields(record, task, think, think_style)
     segments = build_prompt(record, task, tokenizer, rng, think)
-    text = target_text(record, task, think)
+    text = target_text(record, task, think, think_style)
     if task != "tts":
         ids, loss = encode_masked(text, tokenizer)
         segments.append(Segment("text", [*ids, tokenizer.eos_id], [*loss, True], "target"))

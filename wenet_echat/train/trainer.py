@@ -36,6 +36,7 @@ from wenet_echat.dataset.processor import SkipStats
 from wenet_echat.model import EChatModel, make_inputs, to_device
 from wenet_echat.model.inputs import batch_records, serves
 from wenet_echat.text.targets import TARGET_TASKS
+from wenet_echat.text.think import THINK_STYLES
 from wenet_echat.text.tokenizer import TextTokenizer
 from wenet_echat.train.checkpoint import keep_last, load_checkpoint, save_checkpoint
 from wenet_echat.train.engine import all_reduce, distributed
@@ -49,6 +50,7 @@ class TrainConf:
 
     tasks: dict[str, float] = field(default_factory=lambda: {"asr": 1.0})
     think: bool = True  # s2s_think with the chain of thought (False = the no-thinking ablation)
+    think_style: str = "auto"  # auto (record's think, else tag form) | tag | natural (text/think.py)
     train_engine: str = "torch_ddp"
     deepspeed_config: str | None = None
     dtype: str = "fp32"  # fp32 | bf16 | fp16 (autocast; DeepSpeed: its bf16/fp16 switch)
@@ -82,15 +84,18 @@ class TrainConf:
         bad = [t for t in out.tasks if t not in TARGET_TASKS]
         if bad or not out.tasks:
             raise ValueError(f"train_conf.tasks must map tasks ({', '.join(TARGET_TASKS)}) to weights, got {out.tasks}")
+        if out.think_style not in THINK_STYLES:
+            raise ValueError(f"train_conf.think_style must be one of {', '.join(THINK_STYLES)}, "
+                             f"got {out.think_style!r}")
         if any(w < 0 for w in out.tasks.values()) or sum(out.tasks.values()) <= 0:
             raise ValueError(f"train_conf.tasks weights must be >= 0 with a positive sum, got {out.tasks}")
         return out
 
 
 def choose_task(records: list[dict[str, Any]], weights: dict[str, float], rng: random.Random,
-                think: bool = True) -> str | None:
+                think: bool = True, think_style: str = "auto") -> str | None:
     """Weighted draw among the tasks at least one record of the batch can serve (None if none can)."""
-    servable = [t for t, w in weights.items() if w > 0 and any(serves(r, t, think) for r in records)]
+    servable = [t for t, w in weights.items() if w > 0 and any(serves(r, t, think, think_style) for r in records)]
     if not servable:
         return None
     return rng.choices(servable, weights=[weights[t] for t in servable])[0]
@@ -110,6 +115,9 @@ class MetricTracker:
         s["loss"] += float(out["loss"].detach()) * n
         s["correct"] += float(out["acc"]) * n
         s["batches"] += 1
+        if "ctc" in out:
+            s["ctc"] += float(out["ctc"]) * n
+            s["ctc_tokens"] += n
 
     def reduce(self) -> None:
         """Sum over ranks (every rank must call it with the same task set; CV evaluates every task)."""
@@ -129,6 +137,8 @@ class MetricTracker:
             if s["tokens"]:
                 out[task] = {"loss": s["loss"] / s["tokens"], "acc": s["correct"] / s["tokens"],
                              "tokens": s["tokens"], "batches": s["batches"]}
+                if s["ctc_tokens"]:
+                    out[task]["ctc"] = s["ctc"] / s["ctc_tokens"]
         return out
 
     def overall(self, weights: dict[str, float] | None = None) -> float:
@@ -156,6 +166,7 @@ class Trainer:
         self.model: EChatModel = engine.module
         self.step, self.epoch, self.skip_batches = 0, 0, 0
         self.dropped: Counter[str] = Counter()
+        self._cv_cache: tuple[int, dict[str, Any]] | None = None
         self.writer = None
         if rank == 0:
             self.model_dir.mkdir(parents=True, exist_ok=True)
@@ -245,6 +256,7 @@ class Trainer:
         loader = iter(iterate_batches(self._loader(self.train_set, self.epoch), stats))
         batch_idx = 0
         last_cv: dict[str, Any] = {}
+        drawn: Counter[str] = Counter()
         t_prev = time.perf_counter()
         while True:
             t0 = time.perf_counter()
@@ -258,11 +270,11 @@ class Trainer:
                 continue
             t_data = time.perf_counter() - t0
             rng = random.Random(f"{c.seed}/{self.epoch}/{batch_idx}")
-            task = choose_task(batch_records(batch), c.tasks, rng, c.think)
+            task = choose_task(batch_records(batch), c.tasks, rng, c.think, c.think_style)
             inputs = None
             if task is not None:
                 inputs = make_inputs(batch, task, self.tok, self.model.audio_lengths, self.model.speech_bos, rng,
-                                     c.think, dropped=self.dropped)
+                                     c.think, dropped=self.dropped, think_style=c.think_style)
             if inputs is None:
                 if distributed():
                     raise RuntimeError(f"batch {batch['keys'][:3]}... serves none of the tasks {list(c.tasks)}; "
@@ -272,6 +284,7 @@ class Trainer:
                 continue
             out, stepped, norm = self.engine.train_step(to_device(inputs, self.engine.device))
             window.add(task, out)
+            drawn[task] += 1
             batch_idx += 1
             t_now = time.perf_counter()
             window.timing["data_s"] += t_data
@@ -298,8 +311,12 @@ class Trainer:
                 self.skip_batches = batch_idx
                 return True, last_cv or self.cross_validate()
         if self.rank == 0:
-            log.info("epoch %d done: %d batches, %s; records left out: %s", self.epoch, batch_idx, stats.summary(),
-                     dict(self.dropped) or "none")
+            log.info("epoch %d done: %d batches, %s; batches per task: %s; records left out: %s", self.epoch,
+                     batch_idx, stats.summary(), dict(drawn), dict(self.dropped) or "none")
+            never = [t for t, w in c.tasks.items() if w > 0 and not drawn[t]]
+            if never and batch_idx > self.skip_batches:
+                log.warning("tasks %s got no batch this epoch: no record serves them (a speech task needs "
+                            "response_tokens: run the speech-token stage); trained only %s", never, sorted(drawn))
         last_cv = self.cross_validate()
         self.save(f"epoch_{self.epoch}", self.epoch + 1, 0, last_cv)  # resumes at the next epoch's start
         return False, last_cv
@@ -315,6 +332,8 @@ class Trainer:
                                "feat_pad_share": t["feat_pad"] / t["feat_frames"] if t["feat_frames"] else 0.0}
         for task, s in summ.items():
             row[f"loss_{task}"], row[f"acc_{task}"] = s["loss"], s["acc"]
+            if "ctc" in s:
+                row[f"ctc_{task}"] = s["ctc"]
         self._log("train", row)
         if self.rank == 0:
             per_task = " ".join(f"{k}={s['loss']:.3f}/{s['acc']:.3f}" for k, s in summ.items())
@@ -327,6 +346,8 @@ class Trainer:
         """Loss and accuracy per task on the cv set (every task of ``train_conf.tasks`` on every batch)."""
         if self.cv_set is None:
             return {}
+        if self._cv_cache is not None and self._cv_cache[0] == self.step:  # e.g. cv_interval hit at an epoch end
+            return self._cv_cache[1]
         c = self.conf
         self.model.eval()
         tracker = MetricTracker()
@@ -342,7 +363,7 @@ class Trainer:
             n += 1
             for task in c.tasks:
                 inputs = make_inputs(batch, task, self.tok, self.model.audio_lengths, self.model.speech_bos, None,
-                                     c.think)
+                                     c.think, think_style=c.think_style)
                 if inputs is None:
                     continue
                 with self.engine.eval_context():
@@ -357,6 +378,7 @@ class Trainer:
         if self.rank == 0:
             per_task = " ".join(f"{k}={s['loss']:.3f}/{s['acc']:.3f}" for k, s in summ.items())
             log.info("cv epoch %d step %d: loss %.4f [%s]", self.epoch, self.step, result["cv_loss"], per_task)
+        self._cv_cache = (self.step, result)
         return result
 
 
