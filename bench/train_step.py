@@ -10,7 +10,8 @@ It runs the real executor (:class:`wenet_echat.train.trainer.Trainer`, the same 
 ``bin/train.py``) for ``2 x steps`` optimizer steps in a temporary model_dir, times the second half and prints
 one line::
 
-    train_step config=... dtype=... steps=N ms_per_step=... data_share=... pad_share=... feat_pad_share=... params=...
+    train_step config=... dtype=... steps=N ms_per_step=... samples_per_s=... data_share=... pad_share=...
+        feat_pad_share=... params=... wall_s=...
 """
 
 from __future__ import annotations
@@ -72,12 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     if not measured:
         raise SystemExit("not enough steps to measure; raise --steps")
     ms = sum(r["ms_per_step"] for r in measured) / len(measured)
+    sps = sum(r["samples_per_s"] for r in measured) / len(measured)
     data_share = sum(r["data_share"] for r in measured) / len(measured)
     pad = sum(r["pad_share"] for r in measured) / len(measured)
     feat_pad = sum(r["feat_pad_share"] for r in measured) / len(measured)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"train_step config={args.config} dtype={tconf.dtype} threads={args.threads} steps={args.steps} "
-          f"ms_per_step={ms:.0f} data_share={data_share:.3f} pad_share={pad:.3f} feat_pad_share={feat_pad:.3f} "
+          f"ms_per_step={ms:.0f} samples_per_s={sps:.1f} data_share={data_share:.3f} pad_share={pad:.3f} "
+          f"feat_pad_share={feat_pad:.3f} "
           f"params={n_params} wall_s={wall:.1f}")
     return 0
 

@@ -108,3 +108,18 @@ def test_config_include_deep_merges_and_detects_cycles(tmp_path):
     (tmp_path / "c.yaml").write_text("include: missing.yaml\n")
     with pytest.raises(FileNotFoundError, match="included from"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from wenet_echat.utils.fileio import atomic_open
+
+    old = os.umask(0o022)
+    try:
+        with atomic_open(tmp_path / "a.txt") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode) == 0o644

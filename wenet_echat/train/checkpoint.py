@@ -41,7 +41,7 @@ import yaml
 from torch import nn
 
 from wenet_echat.train.optim import name_matches
-from wenet_echat.utils.fileio import atomic_open, atomic_path
+from wenet_echat.utils.fileio import atomic_open, atomic_path, current_umask
 
 logger = logging.getLogger(__name__)
 
@@ -242,6 +242,7 @@ def save_checkpoint(model_dir: str | os.PathLike, tag: str, model: nn.Module,
     summary.update({k: v for k, v in _yaml_value(info or {}).items() if k not in summary})
     summary["time"] = time.strftime("%Y-%m-%d %H:%M:%S")
     tmp = Path(tempfile.mkdtemp(prefix=f".{tag}.", suffix=".tmp", dir=model_dir))
+    os.chmod(tmp, 0o777 & ~current_umask())  # a normal directory, not mkdtemp's private 0700
     try:
         _save_torch(model_state_dict(model), tmp / MODEL_FILE)
         _save_torch(train_state, tmp / TRAIN_STATE_FILE)

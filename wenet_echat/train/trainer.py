@@ -289,6 +289,7 @@ class Trainer:
             t_now = time.perf_counter()
             window.timing["data_s"] += t_data
             window.timing["total_s"] += t_now - t_prev
+            window.timing["samples"] += len(inputs["keys"])
             window.timing["pad"] += float((inputs["attention_mask"] == 0).sum())
             window.timing["positions"] += float(inputs["attention_mask"].numel())
             if "feats_lengths" in inputs:
@@ -327,6 +328,7 @@ class Trainer:
         row: dict[str, Any] = {"lr": self.engine.lr, "grad_norm": norm,
                                "loss": window.overall(),
                                "ms_per_step": 1000 * t["total_s"] / max(1, self.conf.log_interval),
+                               "samples_per_s": t["samples"] / t["total_s"] if t["total_s"] else 0.0,
                                "data_share": t["data_s"] / t["total_s"] if t["total_s"] else 0.0,
                                "pad_share": t["pad"] / t["positions"] if t["positions"] else 0.0,
                                "feat_pad_share": t["feat_pad"] / t["feat_frames"] if t["feat_frames"] else 0.0}
