@@ -6,6 +6,7 @@ Usage (from the repository root or egs/echat):
     .venv/bin/python bench/token2wav.py [--model_dir exp/token2wav | --config egs/echat/conf/mini/token2wav.yaml]
         [--threads 1] [--seconds 5] [--repeats 3] [--seed 0]
         [--eval_list data/dev/data.list --n_eval 20 [--speech_tokenizer data/speech_token/kmeans512.npz]]
+        [--stream_conf '{"lookahead": 6}']
 
 Without ``--model_dir`` the model is built from ``--config`` with random weights (speed numbers only). One line
 per measurement::
@@ -27,6 +28,7 @@ Eval tokens come from ``response_tokens`` when the list has them, else from ``--
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -41,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from wenet_echat.audio.io import load_audio  # noqa: E402
 from wenet_echat.bin.train_token2wav import collect_replies, tokenize_missing  # noqa: E402
 from wenet_echat.token2wav.model import Token2Wav, build_token2wav, load_token2wav  # noqa: E402
+from wenet_echat.token2wav.streaming import StreamConfig  # noqa: E402
 from wenet_echat.token2wav.vocoder import log_mel  # noqa: E402
 from wenet_echat.utils.config import load_config  # noqa: E402
 
@@ -58,6 +61,7 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval_list", default=None)
     p.add_argument("--n_eval", type=int, default=20)
     p.add_argument("--speech_tokenizer", default=None)
+    p.add_argument("--stream_conf", default=None, help='JSON overrides of the streaming config, e.g. {"lookahead": 6}')
     return p.parse_args(argv)
 
 
@@ -147,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = load_token2wav(args.model_dir) if args.model_dir else build_token2wav(load_config(args.config)).eval()
+    if args.stream_conf:
+        model.streaming = StreamConfig.from_dict({**model.streaming.to_dict(), **json.loads(args.stream_conf)})
     rng = np.random.default_rng(args.seed)
     tokens = rng.integers(0, model.codebook_size, int(round(args.seconds * model.token_rate))).tolist()
     if args.eval_list:
@@ -158,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             tokens = (replies[0].tokens * 4)[: len(tokens)]
     bench_rtf(model, tokens, args.repeats)
     bench_stream(model, tokens, args.repeats)
-    if args.eval_list:
+    if args.eval_list and args.n_eval > 0:
         bench_eval(model, args)
     return 0
 

@@ -30,6 +30,9 @@ threads=2             # torch threads per training/decoding process on CPU
 train_extra=""        # extra bin/train.py arguments, e.g. "--override train_conf.max_epoch=1"
 speech_codes=512      # k-means speech-token codebook (mini; paper scale: S3Tokenizer, 4096)
 think=true            # false: stage 3 without dual thinking (the paper's ablation) -> $exp/stage3_nothink
+t2w_flow_minutes=8    # token-to-wave training budget (CPU minutes) of the flow model ...
+t2w_vocoder_minutes=4 # ... and of the vocoder (regression warm start)
+resynth_utts=50       # distinct test replies resynthesised and scored in stage 11
 
 help_message=$(cat <<HELP
 Usage: $0 [options]
@@ -44,6 +47,9 @@ Stages:
   7  speech tokens: k-means units on the train reply audio, response_tokens for every split -> data.tok.list
   8  train stage 2 (generation: TTS, S2S/S2T/text chat, understanding replay) from stage 1 -> $exp/stage2
   9  train stage 3 (empathy: S2S with dual thinking + replay) from stage 2 -> $exp/stage3 (or stage3_nothink)
+ 10  token-to-wave: flow matching (tokens -> mel) and vocoder (mel -> wave) on the reply audio -> $exp/token2wav
+ 11  resynthesise test replies from gold tokens (Griffin-Lim and neural vocoder) and score them against the
+     original audio (pocketsphinx WER, DNSMOS, speaker similarity) -> $exp/token2wav/resynth_test.md
 Options (default):
   --stage ($stage) --stop_stage ($stop_stage) --nj ($nj)
   --seed ($seed) --hours ($hours) --dev_hours ($dev_hours) --test_hours ($test_hours)
@@ -52,6 +58,7 @@ Options (default):
   --dump_feats ($dump_feats) --feats_type ($feats_type; whisper_log_mel|fbank)
   --spm_vocab ($spm_vocab) --conf_dir ($conf_dir) --nproc ($nproc) --threads ($threads)
   --train_extra ("$train_extra") --speech_codes ($speech_codes) --think ($think)
+  --t2w_flow_minutes ($t2w_flow_minutes) --t2w_vocoder_minutes ($t2w_vocoder_minutes) --resynth_utts ($resynth_utts)
 HELP
 )
 . tools/parse_options.sh
@@ -219,6 +226,46 @@ if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
   cv_list=$(data_list dev data.tok)
   [ "$think" = false ] && train_extra="$train_extra --override train_conf.think=false"
   train_stage 3 "$stage3_dir" "$exp/stage2/final" "$(data_list train data.tok)"
+fi
+
+t2w=$exp/token2wav
+if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
+  log "stage 10: token-to-wave (flow $t2w_flow_minutes min, vocoder $t2w_vocoder_minutes min)"
+  for part in flow vocoder; do
+    if [ -f "$t2w/.$part.done" ]; then log "  $t2w: $part trained"; continue; fi
+    minutes=$t2w_flow_minutes; [ "$part" = vocoder ] && minutes=$t2w_vocoder_minutes
+    # a killed run resumes from $t2w/$part.train.pt when rerun
+    run_logged "$t2w/log/train_$part.log" python -m wenet_echat.bin.train_token2wav \
+      --config "$conf_dir/token2wav.yaml" --part "$part" --data_list "$data/train/data.tok.list" \
+      --valid_list "$data/dev/data.tok.list" --model_dir "$t2w" --max_minutes "$minutes" --threads "$threads"
+    touch "$t2w/.$part.done"
+  done
+fi
+
+if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
+  log "stage 11: resynthesise $resynth_utts test replies from gold tokens and score them"
+  if ! up_to_date "$data/test_reply/data.list" "$data/test/data.tok.list"; then
+    run_logged "$logdir/make_reply_list_test.log" \
+      python local/make_reply_asr_list.py "$data/test/data.tok.list" "$data/test_reply/data.list"
+  fi
+  systems=()
+  for voc in griffinlim neural; do
+    out=$t2w/resynth_test_$voc
+    if ! up_to_date "$out/wav.scp" "$t2w/.vocoder.done" "$data/test_reply/data.list"; then
+      run_logged "$out/log/synthesize.log" python -m wenet_echat.bin.synthesize --model_dir "$t2w" \
+        --in_list "$data/test_reply/data.list" --out_dir "$out" --vocoder "$voc" --max_utts "$resynth_utts" \
+        --threads "$threads"
+    fi
+    systems+=(--system "$voc=$out/wav.scp")
+  done
+  if up_to_date "$t2w/resynth_test.md" "$t2w/resynth_test_neural/wav.scp" "$t2w/resynth_test_griffinlim/wav.scp"; then
+    log "  $t2w/resynth_test.md up to date"
+  else
+    run_logged "$t2w/log/score_resynth.log" python -m wenet_echat.bin.score_speech \
+      --ref_list "$data/test_reply/data.list" --max_utts "$resynth_utts" "${systems[@]}" \
+      --spk_ref_list "$data/train_reply_asr/data.list" --out "$t2w/resynth_test.md" \
+      --title "Resynthesis of $resynth_utts EChat-mini test replies from gold speech tokens"
+  fi
 fi
 
 log "done (stages $stage..$stop_stage)"

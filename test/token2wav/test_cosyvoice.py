@@ -164,3 +164,12 @@ def test_unreadable_or_foreign_files(tmp_path):
     torch.save({"epoch": 1}, tmp_path / "empty.pt")
     with pytest.raises(CosyVoiceMappingError, match="holds no tensors"):
         inspect_cosyvoice_checkpoint(tmp_path / "empty.pt")
+
+
+def test_layout_command(tmp_path, capsys):
+    from wenet_echat.token2wav.cosyvoice import main
+
+    torch.save(their_flow(), tmp_path / "flow.pt")
+    assert main([str(tmp_path / "flow.pt")]) == 0
+    assert "decoder.estimator." in capsys.readouterr().out
+    assert main([str(tmp_path / "nope.pt")]) == 1

@@ -55,6 +55,7 @@ from wenet_echat.token2wav.model import (
     load_config_file,
     load_token2wav,
     part_module,
+    save_config,
     save_part,
 )
 from wenet_echat.token2wav.vocoder import (
@@ -72,6 +73,7 @@ from wenet_echat.utils.logging import setup_logging
 
 logger = logging.getLogger("train_token2wav")
 STATE_TAG = "wenet_echat.token2wav.train_state.v1"
+INFERENCE_SECTIONS = ("streaming", "griffinlim")  # config sections that do not change the weights
 
 FLOW_DEFAULTS: dict[str, Any] = {
     "batch_size": 12, "segment_tokens": 48, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.0, "grad_clip": 5.0,
@@ -489,16 +491,27 @@ def load_state(model_dir: Path, trainer: PartTrainer) -> tuple[float, dict[str, 
     return float(state["elapsed"]), history
 
 
+def _weight_sections(conf: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a token2wav config that shape the weights (inference-only sections left out)."""
+    sub = {k: v for k, v in (conf.get("token2wav_conf") or {}).items() if k not in INFERENCE_SECTIONS}
+    return {"token2wav": conf.get("token2wav"), "token2wav_conf": sub}
+
+
 def prepare_model(args: argparse.Namespace, conf: dict[str, Any], model_dir: Path) -> Token2Wav:
-    """A fresh model from the config, or the model directory's (whose config must be the same)."""
+    """A fresh model from the config, or the model directory's: its weight-shaping sections must equal the
+    config's; changed inference sections (streaming, griffinlim) are taken from the config and stored."""
     wanted = {"token2wav": conf.get("token2wav"), "token2wav_conf": conf.get("token2wav_conf")}
-    if (model_dir / CONFIG_NAME).is_file():
-        stored = load_config_file(model_dir)
-        if stored != wanted:
-            raise ValueError(f"{model_dir / CONFIG_NAME} differs from the token2wav config of {args.config}; "
-                             f"use another --model_dir or the same config")
-        return load_token2wav(model_dir)
-    return build_token2wav(wanted)
+    if not (model_dir / CONFIG_NAME).is_file():
+        return build_token2wav(wanted)
+    stored = load_config_file(model_dir)
+    if _weight_sections(stored) != _weight_sections(wanted):
+        raise ValueError(f"{model_dir / CONFIG_NAME} differs from the token2wav config of {args.config}; "
+                         f"use another --model_dir or the same config")
+    if stored != wanted:
+        logger.info("updating the inference settings (%s) of %s", ", ".join(INFERENCE_SECTIONS),
+                    model_dir / CONFIG_NAME)
+        save_config(model_dir, wanted)
+    return load_token2wav(model_dir)
 
 
 def part_conf(conf: dict[str, Any], part: str, mode: str | None) -> dict[str, Any]:

@@ -298,3 +298,23 @@ def load_cosyvoice(path: str | os.PathLike, module: nn.Module, kind: str | None 
         raise CosyVoiceMappingError("cannot load CosyVoice checkpoint one-to-one:\n" + report.describe())
     module.load_state_dict(new_state, strict=False)
     return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m wenet_echat.token2wav.cosyvoice flow.pt [hift.pt ...]``: print each file's layout."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="Print the prefix layout of CosyVoice flow.pt / hift.pt files.")
+    p.add_argument("paths", nargs="+")
+    args = p.parse_args(argv)
+    for path in args.paths:
+        try:
+            print(format_layout(inspect_cosyvoice_checkpoint(path)))
+        except (FileNotFoundError, CosyVoiceMappingError) as e:
+            print(f"error: {e}")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

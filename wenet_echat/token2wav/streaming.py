@@ -38,10 +38,10 @@ from wenet_echat.token2wav.flow import FlowMatching
 class StreamConfig:
     first_chunk: int = 18  # tokens before the first chunk
     hop: int = 12  # tokens per later chunk
-    lookahead: int = 3  # tokens of right context withheld from each non-final chunk
+    lookahead: int = 6  # tokens of right context withheld from each non-final chunk
     context: int | None = 24  # tokens of left context for the flow window (None: all tokens so far)
-    vocoder_context: int = 16  # mel frames of left context when vocoding a chunk
-    overlap: int = 4  # mel frames of audio held back and cross-faded
+    vocoder_context: int = 24  # mel frames of left context when vocoding a chunk
+    overlap: int = 12  # mel frames of audio held back and cross-faded (>= the vocoder's right reach)
     fade: str = "hann"  # cross-fade shape: hann | linear
 
     def __post_init__(self) -> None:

@@ -6,7 +6,9 @@ Usage: python local/make_reply_asr_list.py data/train/data.list data/train_reply
 EChat-mini's user turns repeat a few hundred sentences in many states; its replies (spoken by the assistant
 voice) cover a much larger vocabulary. Transcribing them teaches stage 1 to spell words the user sentences of
 train never contain, which is what the held-out test sentences need. The records serve only ``asr``; labels are
-unknown (None) because they describe the assistant, not a user.
+unknown (None) because they describe the assistant, not a user. Each record also keeps ``response``,
+``response_wav``, ``response_emotion`` and (from a ``data.tok.list``) ``response_tokens``, so the list of a test
+split is the set of distinct replies that token-to-wave resynthesis is scored on.
 """
 
 from __future__ import annotations
@@ -43,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
         seen[wav] = {"key": key, "wav": wav, "duration": duration, "task": ["asr"], "text": text,
-                     "labels": {"age": None, "gender": None, "emotion": None, "event": None}}
+                     "labels": {"age": None, "gender": None, "emotion": None, "event": None},
+                     # kept so the same list serves resynthesis scoring (tokens -> audio vs this audio)
+                     "response": text, "response_wav": wav, "response_emotion": rec.get("response_emotion")}
+        if rec.get("response_tokens"):
+            seen[wav]["response_tokens"] = rec["response_tokens"]
     if not seen:
         print(f"error: {args.data_list}: no record has both response_wav and response", file=sys.stderr)
         return 1
