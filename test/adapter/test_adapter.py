@@ -48,9 +48,10 @@ def test_shapes_and_official_names():
     assert all(k.startswith(model.official_prefixes) for k in names)
 
 
-def test_conv_part_is_causal():
+@pytest.mark.parametrize("norm", [False, True])
+def test_conv_part_is_causal(norm):
     torch.manual_seed(0)
-    conv = CausalConvDownsampler(ENC, ENC).eval()
+    conv = CausalConvDownsampler(ENC, ENC, norm=norm).eval()
     x = torch.randn(1, 40, ENC)
     y = x.clone()
     y[:, 21:] = torch.randn(1, 19, ENC)  # change frames 21.. only
@@ -62,9 +63,10 @@ def test_conv_part_is_causal():
     assert not torch.allclose(a[:, 6:], b[:, 6:])
 
 
-def test_padding_invariance():
+@pytest.mark.parametrize("conv_norm", [False, True])
+def test_padding_invariance(conv_norm):
     torch.manual_seed(1)
-    model = tiny().eval()
+    model = tiny(conv_norm=conv_norm).eval()
     x = torch.randn(2, 50, ENC)
     x[1, 23:] = 7.0
     with torch.no_grad():
@@ -106,3 +108,13 @@ def test_default_config_is_osum_echat():
 def test_wrong_input_width():
     with pytest.raises(ValueError, match="expected input of shape"):
         tiny()(torch.randn(1, 10, ENC + 1), torch.tensor([10]))
+
+
+def test_conv_norm_keeps_activations_at_unit_scale():
+    torch.manual_seed(2)
+    normed = CausalConvDownsampler(ENC, ENC, norm=True)
+    x = torch.randn(2, 40, ENC)
+    with torch.no_grad():  # whatever the scale of the encoder output, the stack's output stays near unit scale
+        stds = [normed(scale * x, torch.tensor([40, 40]))[0].std().item() for scale in (0.01, 1.0, 30.0)]
+    assert all(0.3 < s < 2.0 for s in stds), stds
+    assert "conv.3.weight" in dict(normed.named_parameters())  # the norm follows each conv's GELU

@@ -45,16 +45,25 @@ def causal_conv_lengths(lengths: torch.Tensor, strides: tuple[int, ...] = CONV_S
     return out
 
 
+class FrameLayerNorm(nn.LayerNorm):
+    """LayerNorm over channels of each frame of a (B, C, T) tensor: keeps the conv stack causal."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
 class CausalConvDownsampler(nn.Module):
     """Three causal Conv1d (kernel 3, left zero-padding 2, strides 1, 2, 2), each followed by GELU: rate ÷4.
 
     Submodule ``conv`` is ``Sequential(pad, conv, gelu, pad, conv, gelu, pad, conv, gelu)`` so its convolutions
-    sit at indices 1, 4 and 7 as in OSUM-EChat's ``osum_echatConv1dSubsampling4``.
+    sit at indices 1, 4 and 7 as in OSUM-EChat's ``osum_echatConv1dSubsampling4``. ``norm=True`` (not in
+    OSUM-EChat) adds a per-frame LayerNorm after each GELU: without it, a stack trained from scratch at a high
+    learning rate blows its activations up and the gradient reaching the encoder vanishes.
     """
 
     downsample_rate = 4
 
-    def __init__(self, idim: int, odim: int, kernel_size: int = 3):
+    def __init__(self, idim: int, odim: int, kernel_size: int = 3, norm: bool = False):
         super().__init__()
         layers: list[nn.Module] = []
         for i, stride in enumerate(CONV_STRIDES):
@@ -63,6 +72,8 @@ class CausalConvDownsampler(nn.Module):
                 nn.Conv1d(idim if i == 0 else odim, odim, kernel_size, stride),
                 nn.GELU(),
             ]
+            if norm:
+                layers.append(FrameLayerNorm(odim))
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,6 +97,7 @@ class ConvTransformerAdapterConfig:
     activation: str = "relu"  # WeNet TransformerEncoder default, used by OSUM's speech_transformer
     max_positions: int = 5000  # positional table rows (WeNet abs_pos default) = 400 s at 12.5 Hz
     gradient_checkpointing: bool = False
+    conv_norm: bool = False  # per-frame LayerNorm after each conv (from-scratch training); OSUM-EChat: none
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -108,7 +120,7 @@ class ConvTransformerAdapter(nn.Module):
         super().__init__()
         config = config or ConvTransformerAdapterConfig()
         self.config = config
-        self.down_sample_2 = CausalConvDownsampler(config.encoder_dim, config.encoder_dim)
+        self.down_sample_2 = CausalConvDownsampler(config.encoder_dim, config.encoder_dim, norm=config.conv_norm)
         embed = LinearInput(config.encoder_dim, config.d_model, config.dropout,
                             PositionalEncoding(config.d_model, config.dropout, config.max_positions))
         self.speech_transformer = TransformerEncoder(

@@ -24,6 +24,7 @@ from wenet_echat.dataset import EChatDataset, iterate_batches
 from wenet_echat.infer import decode_batch, load_model_dir
 from wenet_echat.model import GenerateConf, SamplingConf
 from wenet_echat.text.targets import TARGET_TASKS
+from wenet_echat.text.think import THINK_STYLES
 from wenet_echat.utils.fileio import atomic_open
 from wenet_echat.utils.logging import setup_logging
 
@@ -42,6 +43,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--limit", type=int, default=None, help="decode only the first N records")
     p.add_argument("--no_think", action="store_true", help="s2s_think without the chain of thought (ablation)")
+    p.add_argument("--think_style", default=None, choices=THINK_STYLES,
+                   help="CoT form of the prompt's task (default: the model's train_conf.think_style)")
     p.add_argument("--max_text_tokens", type=int, default=256)
     p.add_argument("--max_speech_tokens", type=int, default=1000)
     for phase in ("text", "speech"):
@@ -67,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset_conf = {**(loaded.conf.get("dataset_conf") or {}), "spec_aug": False, "shuffle": False,
                     "sort": False, "batch_conf": {"batch_type": "static", "batch_size": args.batch_size}}
     dataset = EChatDataset(args.data_type, args.data_list, dataset_conf, train=False)
+    think_style = args.think_style or (loaded.conf.get("train_conf") or {}).get("think_style", "auto")
     rows: list[dict] = []
     t0 = time.perf_counter()
     n_utts = 0
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     for batch in batches:
         n_utts += len(batch["keys"])
         for task in args.tasks:
-            rows += decode_batch(loaded, batch, task, gen, think=not args.no_think)
+            rows += decode_batch(loaded, batch, task, gen, think=not args.no_think, think_style=think_style)
         log.info("%d utterances, %d hypotheses, %.1f s", n_utts, len(rows), time.perf_counter() - t0)
     with atomic_open(args.out) as f:
         for row in rows:

@@ -9,21 +9,10 @@ Writes the Markdown tables to ``--out`` and the numbers to the same path with ``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from wenet_echat.eval.understanding import score_understanding, understanding_markdown
-from wenet_echat.utils.fileio import atomic_open, parse_jsonl_line
-
-
-def read_jsonl(path: str) -> list[dict]:
-    rows = []
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                rows.append(parse_jsonl_line(line, path, lineno))
-    return rows
+from wenet_echat.utils.fileio import read_jsonl, write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,10 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         refs[rec["key"]] = rec
     scores = score_understanding(refs, read_jsonl(args.hyp))
     text = understanding_markdown(scores, args.title)
-    with atomic_open(args.out) as f:
-        f.write(text + "\n")
-    with atomic_open(Path(args.out).with_suffix(".json")) as f:
-        json.dump(scores, f, indent=1)
+    write_report(args.out, text, scores)
     print(text)
     return 0
 

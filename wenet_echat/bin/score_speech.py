@@ -16,25 +16,18 @@ numbers (with per-utterance rows) to the same path with ``.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from wenet_echat.eval.speech import build_speech_metric
-from wenet_echat.utils.fileio import atomic_open, parse_jsonl_line, read_kv
+from wenet_echat.utils.fileio import read_jsonl, read_kv, write_report
 from wenet_echat.utils.logging import setup_logging
 
 log = logging.getLogger("score_speech")
-
-
-def read_records(path: str) -> list[dict[str, Any]]:
-    with open(path, "rb") as f:
-        return [parse_jsonl_line(line, path, i) for i, line in enumerate(f, 1) if line.strip()]
 
 
 def reference_items(records: list[dict[str, Any]], path: str) -> list[dict[str, Any]]:
@@ -91,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--title", default="Speech")
     args = p.parse_args(argv)
     setup_logging()
-    records = read_records(args.ref_list)[: args.max_utts]
+    records = read_jsonl(args.ref_list)[: args.max_utts]
     ref_items = reference_items(records, args.ref_list)
     systems: dict[str, list[dict[str, Any]]] = {"reference": ref_items}
     for spec in args.system:
@@ -105,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         systems[name] = [{**it, "path": wavs[it["key"]]} for it in ref_items]
     spk = None
     if args.spk_ref_list:
-        refs = reference_items(read_records(args.spk_ref_list), args.spk_ref_list)[: args.spk_ref_n]
+        refs = reference_items(read_jsonl(args.spk_ref_list), args.spk_ref_list)[: args.spk_ref_n]
         scored = {it["path"] for it in ref_items}
         overlap = [r["path"] for r in refs if r["path"] in scored]
         if overlap:
@@ -118,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s: n %d WER %.1f%% OVRL %.2f (%.0f s)", name, results[name]["n"], results[name]["wer"],
                  results[name]["dnsmos_ovrl"], results[name]["seconds"])
     text = markdown(results, args.title)
-    with atomic_open(args.out) as f:
-        f.write(text)
-    with atomic_open(Path(args.out).with_suffix(".json")) as f:
-        json.dump(results, f, indent=1)
+    write_report(args.out, text, results)
     print(text)
     return 0
 

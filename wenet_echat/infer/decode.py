@@ -73,10 +73,11 @@ def split_output(text: str) -> tuple[str, str]:
 
 
 def decode_batch(loaded: LoadedModel, batch: dict[str, Any], task: str, gen: GenerateConf,
-                 think: bool = True) -> list[dict[str, Any]]:
+                 think: bool = True, think_style: str = "auto") -> list[dict[str, Any]]:
     """Hypothesis rows for the samples of ``batch`` that serve ``task`` (see the module docstring)."""
     model, tok = loaded.model, loaded.tokenizer
-    inputs = make_inputs(batch, task, tok, model.audio_lengths, model.speech_bos, None, think, prompt_only=True)
+    inputs = make_inputs(batch, task, tok, model.audio_lengths, model.speech_bos, None, think, prompt_only=True,
+                         think_style=think_style)
     if inputs is None:
         return []
     device = next(model.parameters()).device

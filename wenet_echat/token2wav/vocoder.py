@@ -242,14 +242,18 @@ class PeriodDiscriminator(nn.Module):
         b, t = wav.shape
         pad = (-t) % self.period
         x = F.pad(wav, (0, pad), mode="reflect" if pad < t else "constant")
-        x = x.view(b, 1, -1, self.period)
-        fmaps = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            fmaps.append(x)
-        x = self.conv_post(x)
+        return _conv_stack(self.convs, self.conv_post, x.view(b, 1, -1, self.period))
+
+
+def _conv_stack(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A discriminator's conv stack: leaky-ReLU convs, then the output conv; returns (scores, feature maps)."""
+    fmaps = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), 0.1)
         fmaps.append(x)
-        return x.flatten(1), fmaps
+    x = post(x)
+    fmaps.append(x)
+    return x.flatten(1), fmaps
 
 
 class ScaleDiscriminator(nn.Module):
@@ -270,14 +274,7 @@ class ScaleDiscriminator(nn.Module):
         self.conv_post = _weight_norm(nn.Conv1d(cin, 1, 3, padding=1))
 
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        x = wav.unsqueeze(1)
-        fmaps = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            fmaps.append(x)
-        x = self.conv_post(x)
-        fmaps.append(x)
-        return x.flatten(1), fmaps
+        return _conv_stack(self.convs, self.conv_post, wav.unsqueeze(1))
 
 
 class VocoderDiscriminator(nn.Module):

@@ -105,3 +105,18 @@ def parse_jsonl_line(line: bytes | str, path: str = "<list>", lineno: int = 0) -
     if not isinstance(obj, dict):
         raise JsonlError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
     return obj
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Every JSON object of a JSON-lines file (blank lines skipped); errors name the file and line."""
+    path = str(path)
+    with open(path, "rb") as f:
+        return [parse_jsonl_line(line, path, i) for i, line in enumerate(f, 1) if line.strip()]
+
+
+def write_report(md_path: str | os.PathLike, markdown: str, data: Any) -> None:
+    """A Markdown report and its numbers next to it (same path, ``.json``), both written atomically."""
+    with atomic_open(md_path) as f:
+        f.write(markdown if markdown.endswith("\n") else markdown + "\n")
+    with atomic_open(Path(md_path).with_suffix(".json")) as f:
+        json.dump(data, f, indent=1)
