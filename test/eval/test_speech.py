@@ -209,3 +209,25 @@ def test_score_all_merges_rows(say):
     rows = score_all(metrics, [{"key": "r1", "wav": wav, "sr": sr, "ref_text": "hello world this is a test"}])
     assert rows[0]["key"] == "r1" and rows[0]["n_words"] == 6
     assert rows[0]["spk_sim"] == pytest.approx(1.0, abs=1e-5) and rows[0]["speaking_rate"] > 2.0
+
+
+def test_pocketsphinx_transcript_does_not_depend_on_history(tmp_path):
+    import shutil
+    import subprocess
+
+    import soundfile as sf
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    pytest.importorskip("pocketsphinx")
+    from wenet_echat.eval.speech import build_speech_metric
+
+    wavs = []
+    for i, text in enumerate(["hello world this is a test", "the weather is nice today"]):
+        subprocess.run(["espeak-ng", "-v", "en-us+klatt4", "-s", "160", "-w", str(tmp_path / f"{i}.wav"), text],
+                       check=True)
+        wavs.append(sf.read(str(tmp_path / f"{i}.wav")))
+    asr = build_speech_metric("pocketsphinx_asr")
+    first = asr.transcribe(*wavs[0])
+    asr.transcribe(*wavs[1])
+    assert asr.transcribe(*wavs[0]) == first

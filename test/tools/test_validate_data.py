@@ -87,7 +87,7 @@ def test_validate_cli_output_and_exit_code(tmp_path, capsys):
     path, expected = hostile_list(tmp_path)
     assert tool.main([path, "--max_duration", "2", "--nj", "2"]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert f"{path}:6: dance: unknown_task: unknown task 'dance' (known: asr, tag, s2t_chat, tts, s2s_chat, " \
+    assert f"{path}:6: dance: unknown_task: unknown task 'dance' (known: asr, tag, s2t_chat, t2t, tts, s2s_chat, " \
            "s2s_think)" in out
     problem_lines = [x for x in out if x.startswith(path)]
     assert len(problem_lines) == len(expected)

@@ -239,6 +239,9 @@ class PocketsphinxASR(SpeechMetric):
         pcm = (np.clip(to_model_rate(wav, sr), -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
         decoder, lock = self._decoder()
         with lock:
+            # pocketsphinx adapts its feature normalisation from utterance to utterance; resetting the feature
+            # computation makes a transcript independent of what was decoded before (same audio, same words)
+            decoder.reinit_feat()
             decoder.start_utt()
             decoder.process_raw(pcm, full_utt=True)
             decoder.end_utt()
