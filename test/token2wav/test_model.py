@@ -80,5 +80,5 @@ def test_file_errors(tmp_path):
     with pytest.raises(Token2WavFileError, match="holds part 'vocoder', expected 'flow'"):
         load_token2wav(tmp_path / "b")
     (tmp_path / "b" / "flow.pt").write_text("not a checkpoint")
-    with pytest.raises(Token2WavFileError, match="not a token2wav checkpoint"):
+    with pytest.raises(Token2WavFileError, match="flow.pt: cannot read as token2wav flow file"):
         load_token2wav(tmp_path / "b")

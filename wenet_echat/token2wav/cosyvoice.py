@@ -57,6 +57,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from wenet_echat.utils.fileio import torch_load
+
 FLOW_MAPPING: tuple[tuple[str, str | None, str], ...] = (
     ("input_embedding.", "input_embedding.", "token table (rows [0, codebook) of ours)"),
     ("spk_embed_affine_layer.", "spk_embed_affine_layer.", "x-vector projection"),
@@ -129,12 +131,7 @@ def _group_prefixes(keys: list[str]) -> list[str]:
 def read_checkpoint(path: str | os.PathLike) -> OrderedDict[str, torch.Tensor]:
     """Tensors of a CosyVoice ``.pt`` (weights_only); drops non-tensor entries and a ``module.`` prefix."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"CosyVoice checkpoint {path} not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle/zip errors come in many types
-        raise CosyVoiceMappingError(f"{path}: cannot read as a torch checkpoint ({type(e).__name__}: {e})") from None
+    obj = torch_load(path, CosyVoiceMappingError, "a torch checkpoint")
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):

@@ -120,3 +120,18 @@ def write_report(md_path: str | os.PathLike, markdown: str, data: Any) -> None:
         f.write(markdown if markdown.endswith("\n") else markdown + "\n")
     with atomic_open(Path(md_path).with_suffix(".json")) as f:
         json.dump(data, f, indent=1)
+
+
+def torch_load(path: str | os.PathLike, error: type[Exception] = ValueError, what: str = "a torch checkpoint",
+               mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` on CPU; a missing file raises ``FileNotFoundError`` and an unreadable
+    one ``error``, both naming the file (pickled code is never executed)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # pickle/zip errors come in many types
+        raise error(f"{path}: cannot read as {what} ({type(e).__name__}: {e})") from None
