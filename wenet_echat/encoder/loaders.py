@@ -41,6 +41,7 @@ import torch
 
 from wenet_echat.encoder.whisper import WhisperEncoder, WhisperEncoderConfig
 from wenet_echat.nn.transformer import whisper_sinusoids
+from wenet_echat.utils.fileio import load_weights_only
 
 logger = logging.getLogger(__name__)
 
@@ -187,13 +188,6 @@ def _require(mapping: dict[str, Any], keys: tuple[str, ...], what: str, path: Pa
         raise WhisperCheckpointError(f"{path}: {what} lacks {', '.join(absent)}")
 
 
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # re-raised with the file name
-        raise WhisperCheckpointError(f"{path}: cannot read as a weights-only torch checkpoint: {e}") from e
-
-
 def load_openai_whisper_encoder(path: str | Path, **overrides: Any) -> tuple[WhisperEncoder, WhisperEncoderConfig]:
     """Build a :class:`WhisperEncoder` from an openai-whisper checkpoint ``{"dims": ..., "model_state_dict": ...}``.
 
@@ -202,7 +196,7 @@ def load_openai_whisper_encoder(path: str | Path, **overrides: Any) -> tuple[Whi
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"openai-whisper checkpoint not found: {path}")
-    ckpt = _torch_load(path)
+    ckpt = load_weights_only(path, WhisperCheckpointError, "a weights-only torch checkpoint")
     if not isinstance(ckpt, dict):
         raise WhisperCheckpointError(f"{path}: expected a dict with 'dims' and 'model_state_dict'")
     _require(ckpt, ("dims", "model_state_dict"), "the checkpoint", path)
@@ -254,7 +248,7 @@ def _read_hf_weights(directory: Path) -> tuple[dict[str, torch.Tensor], str, Pat
                 out.update({k[len(prefix):]: handle.get_tensor(k) for k in keys if k.startswith(prefix)})
         return out, prefix, where
     if bin_file.is_file():
-        state = _torch_load(bin_file)
+        state = load_weights_only(bin_file, WhisperCheckpointError, "a weights-only torch checkpoint")
         if not isinstance(state, dict):
             raise WhisperCheckpointError(f"{bin_file}: expected a state dict")
         prefix = _hf_encoder_prefix(list(state), bin_file)

@@ -103,8 +103,8 @@ def make_inputs(batch: dict[str, Any], task: str, tokenizer: TextTokenizer, audi
     else:
         flats = [flatten(ex) for ex in examples]
     out.update(collate(flats, tokenizer.pad_id, padding_side="left" if prompt_only else "right"))
-    if task == "asr" and not prompt_only:  # transcript ids for the optional auxiliary CTC
-        ids = [tokenizer.encode(records[i]["text"]) for i in keep]
+    if task == "asr" and not prompt_only:  # transcript ids for the optional auxiliary CTC: the target minus EOS
+        ids = [next(seg.ids for seg in ex.segments if seg.name == "target")[:-1] for ex in examples]
         out["ctc_lengths"] = torch.tensor([len(x) for x in ids], dtype=torch.long)
         out["ctc_ids"] = torch.full((len(ids), max(1, max(len(x) for x in ids))), -1, dtype=torch.long)
         for row, x in enumerate(ids):

@@ -57,7 +57,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from wenet_echat.utils.fileio import torch_load
+from wenet_echat.utils.fileio import load_weights_only
 
 FLOW_MAPPING: tuple[tuple[str, str | None, str], ...] = (
     ("input_embedding.", "input_embedding.", "token table (rows [0, codebook) of ours)"),
@@ -131,7 +131,7 @@ def _group_prefixes(keys: list[str]) -> list[str]:
 def read_checkpoint(path: str | os.PathLike) -> OrderedDict[str, torch.Tensor]:
     """Tensors of a CosyVoice ``.pt`` (weights_only); drops non-tensor entries and a ``module.`` prefix."""
     path = Path(path)
-    obj = torch_load(path, CosyVoiceMappingError, "a torch checkpoint")
+    obj = load_weights_only(path, CosyVoiceMappingError, "a torch checkpoint")
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):

@@ -38,7 +38,7 @@ from wenet_echat.token2wav.flow import FlowMatching, build_flow
 from wenet_echat.token2wav.griffinlim import GriffinLimVocoder
 from wenet_echat.token2wav.streaming import StreamConfig, StreamingSynthesizer
 from wenet_echat.token2wav.vocoder import HiFiGANGenerator, MelConfig
-from wenet_echat.utils.fileio import atomic_open, atomic_path, torch_load
+from wenet_echat.utils.fileio import atomic_open, atomic_path, load_weights_only
 from wenet_echat.utils.registry import Registry
 
 TOKEN2WAV: Registry = Registry("token2wav")
@@ -204,7 +204,7 @@ def save_token2wav(model_dir: str | os.PathLike, model: Token2Wav, parts: Iterab
 def read_part(path: str | os.PathLike, part: str) -> dict[str, Any]:
     """The checked payload of a part file."""
     path = Path(path)
-    obj = torch_load(path, Token2WavFileError, f"token2wav {part} file")
+    obj = load_weights_only(path, Token2WavFileError, f"token2wav {part} file")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT_TAG or "state_dict" not in obj:
         raise Token2WavFileError(f"{path}: not a token2wav checkpoint (expected format '{FORMAT_TAG}')")
     if obj.get("part") != part:

@@ -41,7 +41,7 @@ import yaml
 from torch import nn
 
 from wenet_echat.train.optim import name_matches
-from wenet_echat.utils.fileio import atomic_open, atomic_path, current_umask
+from wenet_echat.utils.fileio import atomic_open, atomic_path, current_umask, load_weights_only
 
 logger = logging.getLogger(__name__)
 
@@ -78,15 +78,6 @@ def model_state_dict(model: nn.Module) -> StateDict:
     return {key: _to_cpu_fp32(value) for key, value in unwrap_model(model).state_dict().items()}
 
 
-def _load_torch(path: Path, mmap: bool = False) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except Exception as e:
-        raise RuntimeError(f"cannot load {path}: {type(e).__name__}: {e}") from e
-
-
 def _save_torch(obj: Any, path: Path) -> None:
     with open(path, "wb") as f:
         torch.save(obj, f)
@@ -116,7 +107,7 @@ def read_state_dict(path: str | os.PathLike, mmap: bool = False) -> StateDict:
             raise FileNotFoundError(f"{path}: no such file")
         state = load_file(path, device="cpu")
     else:
-        state = _load_torch(path, mmap=mmap)
+        state = load_weights_only(path, RuntimeError, "a checkpoint file", mmap=mmap)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         head = list(state)[:5] if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{path}: not a flat state dict of tensors (top level: {head})")
@@ -311,7 +302,7 @@ def load_checkpoint(path_or_dir: str | os.PathLike, model: nn.Module, optimizer:
     state_path = ckpt / TRAIN_STATE_FILE
     if not state_path.is_file():
         raise FileNotFoundError(f"{state_path}: missing, {ckpt} holds weights only (use load_model_weights)")
-    state = _load_torch(state_path)
+    state = load_weights_only(state_path, RuntimeError, "a train-state file")
     version = state.get("format") if isinstance(state, dict) else None
     if version != FORMAT_VERSION:
         raise ValueError(f"{state_path}: unsupported train-state format {version!r} (expected {FORMAT_VERSION})")

@@ -122,15 +122,16 @@ def write_report(md_path: str | os.PathLike, markdown: str, data: Any) -> None:
         json.dump(data, f, indent=1)
 
 
-def torch_load(path: str | os.PathLike, error: type[Exception] = ValueError, what: str = "a torch checkpoint",
-               mmap: bool = False) -> Any:
-    """``torch.load(weights_only=True)`` on CPU; a missing file raises ``FileNotFoundError`` and an unreadable
-    one ``error``, both naming the file (pickled code is never executed)."""
+def load_weights_only(path: str | os.PathLike, error: type[Exception] = ValueError,
+                      what: str = "a torch checkpoint", mmap: bool = False) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``: tensors and plain containers only, so an
+    untrusted file cannot run code. A missing file raises ``FileNotFoundError`` and an unreadable one ``error``,
+    both naming the file."""
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} not found")
+        raise FileNotFoundError(f"{path}: no such file ({what} not found)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # pickle/zip errors come in many types
