@@ -5,11 +5,18 @@ A model directory written by ``bin/train.py`` holds ``train.yaml`` (tokenizer + 
 into hypothesis rows for ``hyp.jsonl``::
 
     {"key", "task", "text", "think", "reply", "reply_emotion", "speech_tokens", "n_text_tokens",
-     "finished", "first_text_s", "first_speech_s", "total_s"}
+     "finished", "first_text_s", "first_speech_s", "total_s"[, "speech_times"]}
 
 ``text`` is the whole text phase (for ``asr``/``tag`` the answer itself); for chat tasks :func:`split_output`
 cuts it into the chain of thought and the reply at the ``<think end>`` marker (no token is lost at the
-boundary: ``think + reply`` re-joins to ``text`` minus the markers).
+boundary: ``think + reply`` re-joins to ``text`` minus the markers) and ``reply_emotion`` is read from the
+thought (:func:`wenet_echat.text.think.parse_think`; None without one). ``speech_tokens`` are the reply's codes
+without the speech BOS/EOS (tasks with a speech phase: ``tts``, ``s2s_chat``, ``s2s_think``).
+
+Prompts need only what the prompt shows (the audio; the text for ``t2t``, the reply text for ``tts``):
+:func:`prompt_batch` fills target-only fields a test record lacks (gold speech tokens, reply, labels) with
+placeholders, so e.g. S2S decoding runs on a ``data.list`` without ``response_tokens``. Reply audio, its
+latency and real-time factor are added by :mod:`wenet_echat.infer.reply_audio`.
 """
 
 from __future__ import annotations
@@ -63,21 +70,65 @@ def load_model_dir(model_dir: str | Path, checkpoint: str | None = None, device:
 
 
 def split_output(text: str) -> tuple[str, str]:
-    """(think, reply) of a generated text phase; no ``<think>`` → ("", text). An unclosed think is all think."""
+    """(think, reply) of a generated text phase.
+
+    The chain of thought ends at the first ``<think end>``; everything after it is the reply, so the token next
+    to the marker on either side stays where it belongs. Tolerated deviations: text before ``<think>`` (dropped
+    with the marker), a missing ``<think>`` before ``<think end>`` (the part before the end marker is the
+    thought), repeated markers (removed from the reply). No ``<think end>``: an output that opens with
+    ``<think>`` is an unfinished thought (empty reply), any other output is all reply.
+    """
     body = text.strip()
-    if not body.startswith(THINK_BEGIN):
+    head, sep, reply = body.partition(THINK_END)
+    if not sep:
+        if body.startswith(THINK_BEGIN):
+            return body[len(THINK_BEGIN):].strip(), ""
         return "", body
-    body = body[len(THINK_BEGIN):]
-    think, sep, reply = body.partition(THINK_END)
-    return think.strip(), reply.strip() if sep else ""
+    begin = head.find(THINK_BEGIN)
+    think = head[begin + len(THINK_BEGIN):] if begin >= 0 else head
+    reply = reply.replace(THINK_BEGIN, "").replace(THINK_END, "")
+    return think.strip(), reply.strip()
+
+
+CHAT_TASKS = frozenset({"s2t_chat", "t2t", "s2s_chat", "s2s_think"})
+# what a decoding prompt reads from a record, per task (everything else feeds the target only)
+PROMPT_FIELDS: dict[str, tuple[str, ...]] = {"tts": ("response",), "t2t": ("text",)}
+# stand-ins for target-only fields a record may lack at test time (the prompt never shows them)
+_PLACEHOLDERS: dict[str, Any] = {
+    "text": "-", "response": "-", "response_tokens": [0], "think": "-",
+    "labels": {"age": None, "gender": None, "emotion": None, "event": None},
+}
+
+
+def prompt_batch(batch: dict[str, Any], task: str) -> dict[str, Any]:
+    """A copy of ``batch`` whose missing target-only fields hold placeholders, so that a test record without
+    gold speech tokens (or reply, or labels) still gets its decoding prompt. Fields the prompt of ``task``
+    reads (:data:`PROMPT_FIELDS`) are never filled in: a TTS record without a reply text is still skipped."""
+    out = dict(batch)
+    n = len(batch["keys"])
+    for name, value in _PLACEHOLDERS.items():
+        if name in PROMPT_FIELDS.get(task, ()):
+            continue
+        column = list(batch.get(name) or [None] * n)
+        out[name] = [value if v in (None, "", [], {}) else v for v in column]
+    return out
+
+
+def attach_speech_processors(gen: GenerateConf, processors: list[Any]) -> bool:
+    """Put logits processors for the speech phase into ``gen`` when :class:`GenerateConf` has the
+    ``speech_processors`` hook; returns whether it has (False: generation runs without them)."""
+    if "speech_processors" not in getattr(GenerateConf, "__dataclass_fields__", {}):
+        return False
+    gen.speech_processors = list(processors)  # type: ignore[attr-defined]
+    return True
 
 
 def decode_batch(loaded: LoadedModel, batch: dict[str, Any], task: str, gen: GenerateConf,
                  think: bool = True, think_style: str = "auto") -> list[dict[str, Any]]:
     """Hypothesis rows for the samples of ``batch`` that serve ``task`` (see the module docstring)."""
     model, tok = loaded.model, loaded.tokenizer
-    inputs = make_inputs(batch, task, tok, model.audio_lengths, model.speech_bos, None, think, prompt_only=True,
-                         think_style=think_style)
+    inputs = make_inputs(prompt_batch(batch, task), task, tok, model.audio_lengths, model.speech_bos, None, think,
+                         prompt_only=True, think_style=think_style)
     if inputs is None:
         return []
     device = next(model.parameters()).device
@@ -85,21 +136,26 @@ def decode_batch(loaded: LoadedModel, batch: dict[str, Any], task: str, gen: Gen
                                                    "feats", "feats_lengths") if k in inputs}
     with torch.inference_mode():
         outs = model.generate(**tensors, speak=inputs["speak"], conf=gen)
-    rows = []
-    for key, out in zip(inputs["keys"], outs):
-        text = tok.decode(out["text_ids"])
-        row: dict[str, Any] = {"key": key, "task": task, "text": text.strip()}
-        if task in ("s2t_chat", "t2t", "s2s_chat", "s2s_think"):
-            cot, reply = split_output(text)
-            row["think"], row["reply"] = cot, reply
-            row["reply_emotion"] = parse_think(cot).get("response_emotion") if cot else None
-        if inputs["speak"][0]:
-            row["speech_tokens"] = out["speech_ids"]
-        row.update({"n_text_tokens": len(out["text_ids"]), "finished": out["finished"],
-                    "first_text_s": out["first_text_s"], "first_speech_s": out["first_speech_s"],
-                    "total_s": out["total_s"]})
-        rows.append(row)
-    return rows
+    return [hyp_row(key, task, out, tok, speak) for key, out, speak in zip(inputs["keys"], outs, inputs["speak"])]
 
 
-__all__ = ["LoadedModel", "decode_batch", "load_model_dir", "split_output"]
+def hyp_row(key: str, task: str, out: dict[str, Any], tok: TextTokenizer, speak: bool) -> dict[str, Any]:
+    """One ``hyp.jsonl`` row from one :meth:`EChatModel.generate` result."""
+    text = tok.decode(out["text_ids"])
+    row: dict[str, Any] = {"key": key, "task": task, "text": text.strip()}
+    if task in CHAT_TASKS:
+        cot, reply = split_output(text)
+        row["think"], row["reply"] = cot, reply
+        row["reply_emotion"] = parse_think(cot).get("response_emotion") if cot else None
+    if speak:
+        row["speech_tokens"] = [int(t) for t in out["speech_ids"]]
+    row.update({"n_text_tokens": len(out["text_ids"]), "finished": out["finished"],
+                "first_text_s": out["first_text_s"], "first_speech_s": out["first_speech_s"],
+                "total_s": out["total_s"]})
+    if out.get("speech_times"):
+        row["speech_times"] = [round(float(t), 5) for t in out["speech_times"]]
+    return row
+
+
+__all__ = ["CHAT_TASKS", "LoadedModel", "PROMPT_FIELDS", "attach_speech_processors", "decode_batch", "hyp_row",
+           "load_model_dir", "prompt_batch", "split_output"]
