@@ -11,9 +11,11 @@ keep the round trip lossless:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +95,11 @@ def write_kaldi_dir(records: Iterable[dict[str, Any]], out_dir: str | os.PathLik
     return len(seen)
 
 
-def _read_lines(path: Path, on_error: Callable[[str, int, str], None]) -> dict[str, tuple[int, str]]:
-    """``key -> (line number, value)`` of one file; bad lines go to ``on_error(path, lineno, message)``."""
+def read_kaldi_file(path: str | os.PathLike,
+                    on_error: Callable[[str, int, str], None]) -> dict[str, tuple[int, str]]:
+    """``key -> (line number, value)`` of one ``<key> <value>`` file; bad lines go to ``on_error(path, lineno,
+    message)`` and are skipped."""
+    path = Path(path)
     out: dict[str, tuple[int, str]] = {}
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -116,6 +121,75 @@ def _read_lines(path: Path, on_error: Callable[[str, int, str], None]) -> dict[s
     return out
 
 
+@dataclass
+class KaldiEntry:
+    """One utterance of a Kaldi dir: its record, where it starts (the anchor file's line) and where each field came
+    from (``field`` or ``labels.<name>`` -> ``(file, line)``)."""
+
+    record: dict[str, Any]
+    path: str
+    lineno: int
+    where: dict[str, tuple[str, int]] = dataclasses.field(default_factory=dict)
+
+
+def read_kaldi_dir_entries(in_dir: str | os.PathLike, on_error: Callable[[str, int, str], None] | None = None,
+                           skip: Iterable[str] = ()) -> list[KaldiEntry]:
+    """Every utterance of a Kaldi dir with the location of each field, sorted by key.
+
+    Bad lines call ``on_error(file, line, message)`` (default: raise :class:`KaldiDirError`) and are skipped.
+    Files named in ``skip`` are not read (e.g. ``wav.scp`` keyed by recording when a ``segments`` file exists).
+    """
+    d = Path(in_dir)
+    skipped = set(skip)
+
+    def _raise(path: str, lineno: int, msg: str) -> None:
+        raise KaldiDirError(f"{path}:{lineno}: {msg}")
+
+    err = on_error or _raise
+    candidates = [n for n in ("utt2spk", "wav.scp") if n not in skipped and (d / n).exists()]
+    if not candidates:
+        raise KaldiDirError(f"{d}: not a Kaldi data dir (no utt2spk or wav.scp)")
+    anchor_name = candidates[0]
+    entries: dict[str, KaldiEntry] = {}
+    for key, (lineno, value) in read_kaldi_file(d / anchor_name, err).items():
+        entry = entries[key] = KaldiEntry({"key": key}, str(d / anchor_name), lineno)
+        if anchor_name == "utt2spk" and value and value != key:
+            entry.record["speaker"] = value
+            entry.where["speaker"] = (entry.path, lineno)
+
+    def each(fname: str, where: str):
+        path = d / fname
+        if fname in skipped or not path.exists():
+            return
+        for key, (lineno, value) in read_kaldi_file(path, err).items():
+            if key not in entries:
+                err(str(path), lineno, f"key '{key}' is not in {anchor_name}")
+                continue
+            entries[key].where[where] = (str(path), lineno)
+            yield str(path), lineno, entries[key].record, value
+
+    for fname, name in STR_FILES.items():
+        for _, _, rec, value in each(fname, name):
+            rec[name] = value
+    for path, lineno, rec, value in each("utt2dur", "duration"):
+        try:
+            rec["duration"] = float(value) if any(c in value for c in ".eEn") else int(value)
+        except ValueError:
+            err(path, lineno, f"duration {value!r} is not a number")
+    for fname, name in LABEL_FILES.items():
+        for _, _, rec, value in each(fname, f"labels.{name}"):
+            rec.setdefault("labels", {})[name] = None if value == NULL else value
+    for _, _, rec, value in each("utt2task", "task"):
+        names = value.split()
+        rec["task"] = names[0] if len(names) == 1 else names
+    for path, lineno, rec, value in each("response_tokens", "response_tokens"):
+        try:
+            rec["response_tokens"] = [int(t) for t in value.split()]
+        except ValueError:
+            err(path, lineno, "response_tokens must be space-separated integers")
+    return [entries[k] for k in sorted(entries, key=str.encode)]
+
+
 def read_kaldi_dir_located(in_dir: str | os.PathLike,
                            on_error: Callable[[str, int, str], None] | None = None
                            ) -> list[tuple[dict[str, Any], str, int]]:
@@ -123,55 +197,7 @@ def read_kaldi_dir_located(in_dir: str | os.PathLike,
 
     Bad lines call ``on_error(file, line, message)`` (default: raise :class:`KaldiDirError`) and are skipped.
     """
-    d = Path(in_dir)
-
-    def _raise(path: str, lineno: int, msg: str) -> None:
-        raise KaldiDirError(f"{path}:{lineno}: {msg}")
-
-    err = on_error or _raise
-    if not (d / "utt2spk").exists() and not (d / "wav.scp").exists():
-        raise KaldiDirError(f"{d}: not a Kaldi data dir (no utt2spk or wav.scp)")
-    anchor_name = "utt2spk" if (d / "utt2spk").exists() else "wav.scp"
-    anchor = _read_lines(d / anchor_name, err)
-    records: dict[str, dict[str, Any]] = {}
-    where: dict[str, tuple[str, int]] = {}
-    for key, (lineno, value) in anchor.items():
-        records[key] = {"key": key}
-        where[key] = (str(d / anchor_name), lineno)
-        if anchor_name == "utt2spk" and value and value != key:
-            records[key]["speaker"] = value
-
-    def each(fname: str):
-        path = d / fname
-        if not path.exists():
-            return
-        for key, (lineno, value) in _read_lines(path, err).items():
-            if key not in records:
-                err(str(path), lineno, f"key '{key}' is not in {anchor_name}")
-                continue
-            yield str(path), lineno, key, value
-
-    for fname, field in STR_FILES.items():
-        for _, _, key, value in each(fname):
-            records[key][field] = value
-    for path, lineno, key, value in each("utt2dur"):
-        try:
-            records[key]["duration"] = float(value) if any(c in value for c in ".eEn") else int(value)
-        except ValueError:
-            err(path, lineno, f"duration {value!r} is not a number")
-    for fname, name in LABEL_FILES.items():
-        for _, _, key, value in each(fname):
-            records[key].setdefault("labels", {})[name] = None if value == NULL else value
-    for _, _, key, value in each("utt2task"):
-        names = value.split()
-        records[key]["task"] = names[0] if len(names) == 1 else names
-    for path, lineno, key, value in each("response_tokens"):
-        try:
-            records[key]["response_tokens"] = [int(t) for t in value.split()]
-        except ValueError:
-            err(path, lineno, "response_tokens must be space-separated integers")
-    order = sorted(records, key=str.encode)
-    return [(records[k], *where[k]) for k in order]
+    return [(e.record, e.path, e.lineno) for e in read_kaldi_dir_entries(in_dir, on_error)]
 
 
 def read_kaldi_dir(in_dir: str | os.PathLike) -> list[dict[str, Any]]:
