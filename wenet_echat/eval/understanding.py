@@ -20,6 +20,7 @@ import jiwer
 from wenet_echat.text.prompts import TAG_ORDER, parse_tag_string
 
 _PUNCT = re.compile(r"[^\w\s']+")
+NO_LABEL = "(none)"
 
 
 def normalize_text(text: str) -> str:
@@ -48,28 +49,42 @@ def error_rates(refs: list[str], hyps: list[str]) -> dict[str, float]:
     }
 
 
+def label_accuracy(pairs: list[tuple[str, str | None]]) -> dict[str, Any]:
+    """Accuracy, chance levels, per-value accuracy and the confusion counts of (reference, hypothesis) label pairs;
+    a hypothesis of None (nothing recognised) counts as wrong and appears as ``(none)`` in the confusion."""
+    if not pairs:
+        raise ValueError("no labelled pairs to score")
+    counts = Counter(ref for ref, _ in pairs)
+    confusion: dict[str, Counter] = {}
+    for ref, hyp in pairs:
+        confusion.setdefault(ref, Counter())[hyp if hyp is not None else NO_LABEL] += 1
+    return {
+        "n": len(pairs),
+        "accuracy": 100.0 * sum(ref == hyp for ref, hyp in pairs) / len(pairs),
+        "chance_majority": 100.0 * counts.most_common(1)[0][1] / len(pairs),
+        "chance_uniform": 100.0 / len(counts),
+        "per_value": {v: 100.0 * confusion[v][v] / n for v, n in sorted(counts.items())},
+        "confusion": {v: dict(c) for v, c in sorted(confusion.items())},
+    }
+
+
 def tag_accuracy(refs: list[dict[str, Any]], hyps: list[str]) -> dict[str, dict[str, Any]]:
     """Per-cue accuracy of tag outputs; cues whose reference label is unknown (None) are not counted."""
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    out: dict[str, dict[str, Any]] = {}
     parsed = [parse_tag_string(h) for h in hyps]
-    for cue in TAG_ORDER:
-        pairs = [(r.get(cue), p[cue]) for r, p in zip(refs, parsed) if r.get(cue) is not None]
-        if not pairs:
-            continue
-        counts = Counter(ref for ref, _ in pairs)
-        confusion: dict[str, Counter] = {}
-        for ref, hyp in pairs:
-            confusion.setdefault(ref, Counter())[hyp if hyp is not None else "(none)"] += 1
-        out[cue] = {
-            "n": len(pairs),
-            "accuracy": 100.0 * sum(ref == hyp for ref, hyp in pairs) / len(pairs),
-            "chance_majority": 100.0 * counts.most_common(1)[0][1] / len(pairs),
-            "chance_uniform": 100.0 / len(counts),
-            "per_value": {v: 100.0 * confusion[v][v] / n for v, n in sorted(counts.items())},
-            "confusion": {v: dict(c) for v, c in sorted(confusion.items())},
-        }
+    return cue_accuracy(refs, parsed)
+
+
+def cue_accuracy(refs: list[dict[str, Any]], hyps: list[dict[str, str | None]],
+                 cues: tuple[str, ...] = TAG_ORDER) -> dict[str, dict[str, Any]]:
+    """:func:`label_accuracy` per cue of reference label dicts and parsed hypothesis dicts (same order); cues
+    whose reference label is unknown (None) are not counted, cues with no known reference are left out."""
+    out: dict[str, dict[str, Any]] = {}
+    for cue in cues:
+        pairs = [(r.get(cue), h.get(cue)) for r, h in zip(refs, hyps, strict=True) if r.get(cue) is not None]
+        if pairs:
+            out[cue] = label_accuracy(pairs)
     return out
 
 
