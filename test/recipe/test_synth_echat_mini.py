@@ -210,3 +210,55 @@ def test_content_and_voice_inventory():
     for voices in split_voices.values():  # every split covers every age x gender
         assert {(v.age, v.gender) for v in voices} == {(a, g) for a in ("child", "adult", "old")
                                                        for g in ("male", "female")}
+
+
+def test_identity_turns_in_corpus(corpus):
+    from wenet_echat.text.identity import identity_answer_ok
+
+    train_questions = {r["text"] for r in read(corpus, "train") if r["category"] == "identity"}
+    for split in SPLITS:
+        recs = [r for r in read(corpus, split) if r["category"] == "identity"]
+        assert len(recs) >= 4, split
+        for rec in recs:
+            assert identity_answer_ok(rec["response"]) == (True, "ok"), rec["response"]
+            assert rec["labels"]["event"] == "none" and rec["text"].endswith(("?", "."))
+            if split != "train":
+                assert rec["text"] not in train_questions
+    meta = json.loads((corpus / "meta.json").read_text())
+    assert meta["identity_filter"] == {s: {"dropped": 0, "by_name": {}} for s in SPLITS}
+    assert meta["splits"]["test"]["category"]["identity"] >= 4
+
+
+def test_identity_plan():
+    sys.path.insert(0, str(RECIPE / "local"))
+    from echat_mini.identity import ANSWERS, INTENT_PHRASINGS, intent_of, split_phrasings
+    from echat_mini.plan import IDENTITY_SHARE, make_plan, plan_split, split_assets
+
+    from wenet_echat.text.identity import IdentityFilter, identity_answer_ok
+
+    hours = {"train": 0.5, "dev": 0.1, "test": 0.1}
+    plan = make_plan(777, hours)
+    phr = split_phrasings(777)
+    assert sum(len(v) for v in phr.values()) == sum(len(v) for v in INTENT_PHRASINGS.values())
+    for split in ("dev", "test"):  # held-out phrasings, every intent asked
+        assert not {s.text for s in phr[split]} & {s.text for s in phr["train"]}
+        assert {intent_of(s) for s in phr[split]} == set(INTENT_PHRASINGS)
+    sents, voices = split_assets(777)
+    flt = IdentityFilter()
+    for split, examples in plan.items():
+        regular = [e for e in examples if e.category != "identity"]
+        ident = [e for e in examples if e.category == "identity"]
+        assert examples[: len(regular)] == regular  # identity turns are appended ...
+        again = plan_split(split, hours[split], 777, sents[split], voices[split])
+        assert [(e.key, e.response) for e in again] == [(e.key, e.response) for e in regular]  # ... and change nothing
+        assert len(ident) == max(4, round(IDENTITY_SHARE * len(regular)))
+        assert len({e.key for e in examples}) == len(examples)
+        for e in ident:
+            adult_or_old, child = ANSWERS[intent_of(e.sentence)]
+            assert (child if e.labels["age"] == "child" else adult_or_old) in e.response  # one consistent answer
+            assert identity_answer_ok(e.response, flt)[0]
+            if e.labels["age"] == "old":
+                assert ("sir" if e.labels["gender"] == "male" else "ma'am") in e.response
+        # no corpus reply names another assistant: the filter keeps everything synthesis makes
+        assert all(flt.find(e.response) is None for e in examples)
+    assert make_plan(777, hours)["test"][-1].response == plan["test"][-1].response  # deterministic

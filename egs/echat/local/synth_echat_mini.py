@@ -16,7 +16,10 @@ Writes
 The same seed gives byte-identical data.list files and audio. A finished run with the same arguments is skipped;
 different arguments are an error unless --overwrite is given (then the splits and user audio are rebuilt).
 --tiny makes a corpus of a few dozen utterances (for tests). Dev and test use sentences and voice settings that
-train never saw.
+train never saw. Each split also holds identity turns (category ``identity``: "who are you?", "what can you do?",
+"are you a person?" in held-out phrasings for dev/test, answered as EChat, the wenet-echat assistant). Every
+record passes the identity filter (:mod:`wenet_echat.text.identity`: no reply names another assistant or model);
+what it drops is counted in meta.json (``identity_filter``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from echat_mini.voices import VOICES, engine_versions  # noqa: E402
 
 from wenet_echat.dataset.kaldi import write_kaldi_dir  # noqa: E402
 from wenet_echat.dataset.schema import check_record  # noqa: E402
+from wenet_echat.text.identity import IdentityFilter, filter_records  # noqa: E402
 from wenet_echat.utils.fileio import atomic_open, write_jsonl  # noqa: E402
 
 TINY_HOURS = {"train": 0.02, "dev": 0.006, "test": 0.006}
@@ -107,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     t_synth = time.time() - t0
 
     stats: dict[str, dict] = {}
+    identity_filter = IdentityFilter()
+    filtered: dict[str, dict] = {}
     for split, recs in records.items():
+        recs, dropped = filter_records(recs, identity_filter)
+        filtered[split] = {"dropped": sum(dropped.values()), "by_name": dict(sorted(dropped.items()))}
         for rec in recs:
             problems = check_record(rec)
             if problems:
@@ -127,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.time() - t0
     meta = {
         "corpus": "EChat-mini", "version": VERSION, "seed": args.seed, "hours_requested": hours, "tiny": args.tiny,
-        "nj": args.nj, "splits": stats, "reply_audio_files": n_reply, "voice_settings": len(VOICES),
+        "nj": args.nj, "splits": stats, "identity_filter": filtered, "reply_audio_files": n_reply,
+        "voice_settings": len(VOICES),
         "tools": engine_versions(), "python": sys.version.split()[0],
         "wall_time_s": round(wall, 1), "synthesis_time_s": round(t_synth, 1),
     }

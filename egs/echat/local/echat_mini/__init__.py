@@ -1,8 +1,8 @@
 """EChat-mini: a small synthetic empathetic spoken-dialogue corpus made with espeak-ng, flite and numpy.
 
-Modules: ``content.yaml`` + ``replies`` (sentences and reply composition), ``voices`` (user voice settings,
-emotion styles, the assistant voice), ``events`` (background sounds and mixing), ``plan`` (splits and the
-per-example state), ``render`` (parallel synthesis into data.list records).
+Modules: ``content.yaml`` + ``replies`` (sentences and reply composition), ``identity`` (self-awareness
+turns), ``voices`` (user voice settings, emotion styles, the assistant voice), ``events`` (background sounds and
+mixing), ``plan`` (splits and the per-example state), ``render`` (parallel synthesis into data.list records).
 """
 
-VERSION = "1.0"
+VERSION = "1.1"  # 1.1: identity turns

@@ -9,6 +9,10 @@ so the same words appear with different gold replies. The category says which cu
 ``emotion`` / ``age`` / ``gender`` / ``event`` (one non-default cue; the gender category is an adult, neutral,
 event-free example whose reply uses an address form) or ``multi`` (two or three of non-adult age,
 non-neutral emotion and an event). The plan is built until the estimated user audio reaches the split's hours.
+
+Identity turns (category ``identity``, :mod:`.identity`: "who are you?" and the like, with held-out phrasings in
+dev and test) are appended to each split from their own random stream, :data:`IDENTITY_SHARE` of the split's
+other examples (at least :data:`IDENTITY_MIN`); the other examples do not change when they are added.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .events import DURATIONS
+from .identity import compose_identity_reply, identity_count, sample_identity_state, split_phrasings
 from .replies import SOUND_EVENTS, Sentence, all_sentences, compose_reply
 from .voices import EMOTION_STYLES, EMOTIONS_USED, VOICES, Voice
 
@@ -28,6 +33,8 @@ MULTI_COMBOS: tuple[tuple[tuple[str, ...], float], ...] = (
     (("age", "emotion", "event"), 0.15),
 )
 WORDS_PER_SECOND = 3.95  # neutral adult voice at rate 1.0 (calibrates the duration estimate)
+IDENTITY_SHARE = 0.06  # identity turns per other example of a split
+IDENTITY_MIN = 4
 
 
 @dataclass
@@ -157,9 +164,33 @@ def plan_split(split: str, hours: float, seed: int, sents: list[Sentence], voice
     return out
 
 
+def plan_identity(split: str, start: int, n: int, seed: int, questions: list[Sentence], voices: list[Voice]
+                  ) -> list[Example]:
+    """``n`` identity turns for ``split``, keys numbered from ``start`` (after the split's other examples)."""
+    sidx = SPLITS.index(split)
+    rng = np.random.default_rng([seed, 7, sidx])
+    out: list[Example] = []
+    for j in range(n):
+        sent = questions[j % len(questions)] if j < len(questions) else _choice(rng, questions)
+        voice = _choice(rng, voices)
+        labels = sample_identity_state(rng, voice)
+        response, response_emotion, parts = compose_identity_reply(sent, labels)
+        i = start + j
+        ex = Example(key=f"{voice.vid}-{split}{i:05d}", split=split, sentence=sent, voice=voice, labels=labels,
+                     category="identity", response=response, response_emotion=response_emotion,
+                     response_parts=parts, seed=[seed, 3, sidx, i])
+        ex.est_duration = estimate_duration(sent, voice, labels)
+        out.append(ex)
+    return out
+
+
 def make_plan(seed: int, hours: dict[str, float]) -> dict[str, list[Example]]:
     sents, voices = split_assets(seed)
+    questions = split_phrasings(seed)
     plan = {s: plan_split(s, hours[s], seed, sents[s], voices[s]) for s in SPLITS if hours.get(s, 0) > 0}
+    for split, examples in plan.items():
+        n = identity_count(len(examples), IDENTITY_SHARE, IDENTITY_MIN)
+        examples += plan_identity(split, len(examples), n, seed, questions[split], voices[split])
     check_disjoint(plan)
     return plan
 
