@@ -228,3 +228,18 @@ def test_end_to_end_on_log_mel():
     assert out.shape == (1, (feats.shape[0] + 1) // 2, D)
     assert lengths.item() == out.shape[1]
     assert torch.isfinite(out).all()
+
+
+def test_loader_rejects_integer_tensors(tmp_path, openai_ckpt):
+    path, _ = openai_ckpt
+    ckpt = torch.load(path, weights_only=True)
+    state = dict(ckpt["model_state_dict"])
+    state["encoder.blocks.0.attn.query.weight"] = state["encoder.blocks.0.attn.query.weight"].long()
+    bad = tmp_path / "int_weight.pt"
+    torch.save({"dims": ckpt["dims"], "model_state_dict": state}, bad)
+    with pytest.raises(WhisperCheckpointError) as err:
+        load_openai_whisper_encoder(bad)
+    msg = str(err.value)
+    assert "int_weight.pt" in msg
+    assert "dtype mismatches: encoder.blocks.0.attn.query.weight: stored int64, model float32" in msg
+    assert "missing keys" not in msg  # the tensor is there, only its dtype is wrong

@@ -173,3 +173,11 @@ def test_layout_command(tmp_path, capsys):
     assert main([str(tmp_path / "flow.pt")]) == 0
     assert "decoder.estimator." in capsys.readouterr().out
     assert main([str(tmp_path / "nope.pt")]) == 1
+
+
+def test_integer_tensors_are_reported_not_cast(tmp_path):
+    state = their_flow()
+    state["encoder_proj.weight"] = state["encoder_proj.weight"].long()
+    torch.save(state, tmp_path / "flow.pt")
+    with pytest.raises(CosyVoiceMappingError, match=r"encoder_proj\.weight: stored int64, model float32"):
+        load_cosyvoice(tmp_path / "flow.pt", small_flow(), strict=True)

@@ -42,6 +42,7 @@ import torch
 from wenet_echat.encoder.whisper import WhisperEncoder, WhisperEncoderConfig
 from wenet_echat.nn.transformer import whisper_sinusoids
 from wenet_echat.utils.fileio import load_weights_only
+from wenet_echat.utils.tensors import dtype_kind_problem
 
 logger = logging.getLogger(__name__)
 
@@ -131,18 +132,25 @@ def load_encoder_state(model: WhisperEncoder, source: dict[str, torch.Tensor], k
                        src_prefix: str = "") -> None:
     """Map ``source`` (encoder tensors, prefix stripped) through ``keymap`` into ``model``.
 
-    Raises :class:`WhisperCheckpointError` listing every missing key, unexpected key and shape mismatch (by the
-    checkpoint's own names, plus ours). Non-float32 floating tensors are cast to float32 with a log line.
+    Raises :class:`WhisperCheckpointError` listing every missing key, unexpected key, shape mismatch and
+    non-floating tensor (by the checkpoint's own names, plus ours). Non-float32 floating tensors are cast to
+    float32 with a log line.
     """
     expected = model.state_dict()
     converted: dict[str, torch.Tensor] = {}
     origin: dict[str, str] = {}
     unexpected: list[str] = []
+    wrong_dtype: list[str] = []
     cast: set[str] = set()
     for name, tensor in source.items():
         ours = keymap.to_ours(name)
         if ours is None or ours not in expected:
             unexpected.append(f"{src_prefix}{name}")
+            continue
+        problem = dtype_kind_problem(f"{src_prefix}{name}", tensor.dtype, expected[ours].dtype)
+        if problem:
+            wrong_dtype.append(problem)
+            origin[ours] = f"{src_prefix}{name}"
             continue
         if tensor.is_floating_point() and tensor.dtype != torch.float32:
             cast.add(str(tensor.dtype).replace("torch.", ""))
@@ -155,7 +163,8 @@ def load_encoder_state(model: WhisperEncoder, source: dict[str, torch.Tensor], k
     if POS_KEY not in converted:
         logger.info("%s: no positional table in the checkpoint; using Whisper's sinusoids", path)
         converted[POS_KEY] = expected[POS_KEY]
-    missing = [f"{src_prefix}{keymap.from_ours(k) or k} (ours: {k})" for k in expected if k not in converted]
+    missing = [f"{src_prefix}{keymap.from_ours(k) or k} (ours: {k})" for k in expected
+               if k not in converted and k not in origin]
     mismatched = [
         f"{origin[k]} (ours: {k}): checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
         for k, v in converted.items() if k in expected and v.shape != expected[k].shape
@@ -167,6 +176,8 @@ def load_encoder_state(model: WhisperEncoder, source: dict[str, torch.Tensor], k
         problems.append(f"unexpected keys: {_fmt(sorted(unexpected))}")
     if mismatched:
         problems.append(f"shape mismatches: {_fmt(mismatched)}")
+    if wrong_dtype:
+        problems.append(f"dtype mismatches: {_fmt(wrong_dtype)}")
     if problems:
         raise WhisperCheckpointError(f"{path}: cannot load the Whisper encoder: " + "; ".join(problems))
     pe = converted[POS_KEY]

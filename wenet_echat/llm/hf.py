@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from wenet_echat.utils.registry import Registry
+from wenet_echat.utils.tensors import dtype_kind_problem
 
 LLMS: Registry = Registry("llm")
 log = logging.getLogger(__name__)
@@ -56,15 +57,82 @@ def _from_path(path: str, dtype: torch.dtype | None, attn: str | None) -> nn.Mod
                            "directory (config.json + *.safetensors); nothing is downloaded")
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise LLMLoadError(f"LLM directory '{path}' has no config.json")
-    kwargs: dict[str, Any] = {"local_files_only": True}
+    problems = _weight_file_problems(path)  # before transformers reports them as one anonymous error
+    if problems:
+        raise LLMLoadError(f"LLM directory '{path}' does not fit its config.json: " + "; ".join(problems))
+    kwargs: dict[str, Any] = {"local_files_only": True, "output_loading_info": True}
     if dtype is not None:
         kwargs["dtype"] = dtype
     if attn:
         kwargs["attn_implementation"] = attn
     try:
-        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model, info = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except Exception as e:  # transformers raises many kinds; name the directory
         raise LLMLoadError(f"cannot load a causal LM from '{path}': {e}") from e
+    # transformers initialises missing weights randomly and only reports them: a truncated or foreign
+    # checkpoint would train from noise, so they are errors here
+    for what in ("missing_keys", "mismatched_keys"):
+        keys = sorted(str(k) for k in info.get(what) or ())
+        if keys:
+            problems.append(f"{what.replace('_', ' ')}: {_fmt_keys(keys)}")
+    if problems:
+        raise LLMLoadError(f"LLM directory '{path}' does not fit its config.json: " + "; ".join(problems))
+    if info.get("unexpected_keys"):
+        log.warning("%s: ignored checkpoint tensors %s", path, _fmt_keys(sorted(map(str, info["unexpected_keys"]))))
+    return model
+
+
+def _fmt_keys(keys: list[str], limit: int = 10) -> str:
+    return ", ".join(keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def _weight_file_problems(path: str) -> list[str]:
+    """Shape and dtype problems of a directory's safetensors tensors against the model its config.json
+    describes (built on the meta device: no memory, no weights read). Integer tensors for floating parameters
+    are caught here because transformers would cast them silently."""
+    import json
+
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    single, index = os.path.join(path, "model.safetensors"), os.path.join(path, "model.safetensors.index.json")
+    if os.path.isfile(single):
+        files = [single]
+    elif os.path.isfile(index):
+        with open(index, encoding="utf-8") as f:
+            files = sorted({os.path.join(path, v) for v in json.load(f)["weight_map"].values()})
+    else:
+        return []  # transformers reports the absent weights (or reads pytorch_model.bin)
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        with torch.device("meta"):
+            params = dict(AutoModelForCausalLM.from_config(config).state_dict())
+    except Exception as e:
+        return [f"config.json does not describe a causal LM ({type(e).__name__}: {e})"]
+    shapes, dtypes = [], []
+    for file in files:
+        if not os.path.isfile(file):
+            return [f"weight file {file} is missing"]
+        try:
+            with safe_open(file, framework="pt") as handle:
+                for key in handle.keys():
+                    if key not in params:
+                        continue
+                    meta = handle.get_slice(key)
+                    shape, want = tuple(meta.get_shape()), tuple(params[key].shape)
+                    if shape != want:
+                        shapes.append(f"{key}: file {shape} vs config {want}")
+                    problem = dtype_kind_problem(key, meta.get_dtype(), params[key].dtype)
+                    if problem:
+                        dtypes.append(problem)
+        except Exception as e:  # a truncated or foreign file
+            return [f"cannot read {file} as safetensors ({type(e).__name__}: {e})"]
+    out = []
+    if shapes:
+        out.append(f"shape mismatches: {_fmt_keys(shapes)}")
+    if dtypes:
+        out.append(f"dtype mismatches: {_fmt_keys(dtypes)}")
+    return out
 
 
 def _from_config(config: dict[str, Any], vocab_size: int | None, dtype: torch.dtype | None,

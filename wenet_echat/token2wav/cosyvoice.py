@@ -58,6 +58,7 @@ import torch
 from torch import nn
 
 from wenet_echat.utils.fileio import load_weights_only
+from wenet_echat.utils.tensors import dtype_kind_problem
 
 FLOW_MAPPING: tuple[tuple[str, str | None, str], ...] = (
     ("input_embedding.", "input_embedding.", "token table (rows [0, codebook) of ours)"),
@@ -235,7 +236,11 @@ def _convert(src: dict[str, torch.Tensor], dst: dict[str, str]) -> dict[str, tor
 
 
 def _fit(value: torch.Tensor, target: torch.Tensor, their_key: str, our_key: str) -> torch.Tensor | str:
-    """``value`` shaped as ``target``; an embedding table may fill the first rows of a larger one."""
+    """``value`` shaped as ``target``; an embedding table may fill the first rows of a larger one. A problem
+    (shape, or an integer tensor for a floating parameter) comes back as a string."""
+    problem = dtype_kind_problem(their_key, value.dtype, target.dtype)
+    if problem:
+        return f"{problem} ({our_key})"
     if value.shape == target.shape:
         return value
     if our_key.endswith("input_embedding.weight") and value.dim() == 2 and value.shape[1] == target.shape[1] \
