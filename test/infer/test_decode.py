@@ -231,3 +231,21 @@ def test_load_model_dir_errors(trained, tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a path nor a tag"):
         load_model_dir(root / "exp", "epoch_99")
     assert load_model_dir(root / "exp", "final").checkpoint.endswith("final")
+
+
+@pytest.mark.skipif("speech_processors" not in GenerateConf.__dataclass_fields__,
+                    reason="EChatModel.generate has no speech_processors hook")
+def test_decode_blocks_repeated_codes_inside_generation(trained):
+    root, data_list, _ = trained
+    t2w = root / "t2w_hook"
+    save_token2wav(t2w, tiny_model())
+    hyp = root / "hook_hyp.jsonl"
+    assert decode_cli.main(["--model_dir", str(root / "exp"), "--data_list", data_list, "--tasks", "s2s_chat",
+                            "--out", str(hyp), "--limit", "3", "--batch_size", "3", "--max_text_tokens", "4",
+                            "--min_speech_tokens", "30", "--max_speech_tokens", "30", "--speech_max_run", "2",
+                            "--speech_window", "4", "--speech_max_in_window", "2", "--token2wav_dir", str(t2w)]) == 0
+    blocker = SpeechRepetitionBlocker(RepetitionRule(2, 4, 2))
+    for r in read_rows(hyp):
+        assert len(r["speech_tokens"]) == 30 and find_violations(r["speech_tokens"], blocker) == []
+        assert len(r["speech_times"]) == 30 and r["latency_estimated"] is False
+    assert json.loads((root / "hook_hyp.summary.json").read_text())["speech_blocking"]["rule"]["max_run"] == 2
