@@ -4,15 +4,18 @@
 #   bash tools/install.sh            # Debian tools (if root) + .venv with torch 2.13.0 CPU + wenet_echat[dev]
 #   VENV=/path/to/venv bash tools/install.sh
 #   SKIP_APT=1 bash tools/install.sh # never call apt-get
+#   SKIP_DEMO_APT=1 bash tools/install.sh  # no ffmpeg/chromium (web demo streaming, browser test)
 #
 # Steps:
-#  1. Debian packages the recipe needs (TTS voices and sox for the EChat-mini corpus); apt-get when root,
+#  1. Debian packages the recipe needs (TTS voices and sox for the EChat-mini corpus) and the web demo's
+#     (ffmpeg for streamed reply audio, chromium + chromium-driver for the browser test); apt-get when root,
 #     `sudo -n` when allowed, otherwise a message listing what to install.
 #  2. A virtual environment (default: <repo>/.venv) on Python >= 3.11.
 #  3. torch==2.13.0 first (the CPU build; an unpinned torch would pull GBs of CUDA wheels), then the package
-#     with its [dev] extras under constraints.txt, then openai-whisper without its 1 GB triton dependency
-#     (the tests compare our features and encoder with it; it needs no weights), and resemblyzer without
-#     its webrtcvad pin (speaker similarity for evaluation; the model ships in the wheel).
+#     with its [dev] extras (eval metrics, the gradio demo + silero-vad, selenium) under constraints.txt,
+#     then openai-whisper without its 1 GB triton dependency (the tests compare our features and encoder with
+#     it; it needs no weights), and resemblyzer without its webrtcvad pin (speaker similarity for evaluation;
+#     the model ships in the wheel).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,31 +26,44 @@ did=()
 say() { echo "[install] $*"; }
 
 # ---- 1. Debian packages -------------------------------------------------------------------------------
-apt_pkgs=(espeak-ng sox libsox-fmt-all flite festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k)
-missing=()
-for p in "${apt_pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -eq 0 ]; then
-  say "Debian packages: all present (${apt_pkgs[*]})"
-elif [ -n "${SKIP_APT:-}" ] || ! command -v apt-get >/dev/null 2>&1; then
-  say "WARNING: missing Debian packages: ${missing[*]}"
-  say "         install them with your package manager; corpus synthesis and its tests need them."
-else
-  sudo_cmd=()
+# apt_install WHAT PKG...: install the missing ones with apt-get (root or `sudo -n`), else say what is missing
+apt_updated=
+apt_install() {
+  local what=$1; shift
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    say "Debian packages for $what: all present ($*)"
+    return 0
+  fi
+  if [ -n "${SKIP_APT:-}" ] || ! command -v apt-get >/dev/null 2>&1; then
+    say "WARNING: missing Debian packages for $what: ${missing[*]}"
+    say "         install them with your package manager"
+    return 0
+  fi
+  local sudo_cmd=()
   if [ "$(id -u)" -ne 0 ]; then
     if sudo -n true 2>/dev/null; then sudo_cmd=(sudo -n); else
-      say "WARNING: missing Debian packages: ${missing[*]} and no root/sudo; run as root:"
+      say "WARNING: missing Debian packages for $what: ${missing[*]} and no root/sudo; run as root:"
       say "         apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
-      sudo_cmd=(false)
+      return 0
     fi
   fi
-  if [ "${sudo_cmd[*]}" != false ]; then
-    say "apt-get install ${missing[*]}"
-    "${sudo_cmd[@]}" apt-get update -q
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
-    did+=("apt: ${missing[*]}")
-  fi
+  say "apt-get install ${missing[*]} ($what)"
+  if [ -z "$apt_updated" ]; then "${sudo_cmd[@]}" apt-get update -q; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+  did+=("apt: ${missing[*]}")
+}
+
+# the corpus synthesis (TTS voices, sox) and its tests
+apt_install "the EChat-mini corpus" espeak-ng sox libsox-fmt-all flite festival festvox-us-slt-hts \
+  festvox-kallpc16k festvox-kdlpc16k
+# the web demo: ffmpeg encodes the streamed reply audio (gradio); chromium + its driver run the browser test
+# (skipped without them); set SKIP_DEMO_APT=1 to leave these out
+if [ -z "${SKIP_DEMO_APT:-}" ]; then
+  apt_install "the web demo and its browser test" ffmpeg chromium chromium-driver
 fi
 
 # ---- 2. virtual environment ----------------------------------------------------------------------------

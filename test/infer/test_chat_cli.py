@@ -58,5 +58,5 @@ def test_errors_are_named(chat_dirs, tmp_path):
         chat.main(["--model_dir", str(model_dir), "--task", "tts"])
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF....not really")
-    with pytest.raises(SystemExit, match="bad.wav is not an audio file"):
+    with pytest.raises(SystemExit, match="bad.wav is not an audio file that can be read"):
         chat.main(["--model_dir", str(model_dir), "--wav", str(bad)])

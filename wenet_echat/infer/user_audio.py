@@ -6,12 +6,14 @@ problem gets :class:`InputAudioError` with a message meant for the person who se
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
 
 from wenet_echat.audio.io import AudioError, load_audio, resample
 
+log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 MAX_SECONDS = 30.0  # the Whisper encoder's position table
 MIN_SECONDS = 0.1
@@ -57,8 +59,9 @@ def load_user_audio(path: str | os.PathLike, max_seconds: float = MAX_SECONDS,
         raise InputAudioError(f"{path}: no such file")
     try:
         wav, sr = load_audio(path, mono=True)
-    except AudioError as e:
-        raise InputAudioError(f"{name} is not an audio file this demo can read ({e})") from None
+    except AudioError as e:  # the decoder's message names server paths: log it, tell the user the gist
+        log.info("cannot decode %s: %s", path, e)
+        raise InputAudioError(f"{name} is not an audio file that can be read (wav, flac, ogg or mp3)") from None
     return prepare_audio(wav, sr, max_seconds, min_seconds, name)
 
 
