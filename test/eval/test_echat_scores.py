@@ -256,3 +256,28 @@ def test_report_without_chat_rows():
 def test_wrap_think_rows_split_like_decoding():
     # the reference CoT form is what decoding parses back: a sanity link between the two modules
     assert wrap_think(cot(REFS[0])).startswith("<think>")
+
+
+@pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="needs espeak-ng")
+def test_score_cli_reply_audio(tmp_path):
+    """--speech on real reply audio: pocketsphinx hears the spoken reply, prosody compares with the gold wav."""
+    pytest.importorskip("pocketsphinx")
+    import subprocess
+
+    def speak(path, text, pitch):
+        subprocess.run(["espeak-ng", "-v", "en-us+klatt4", "-s", "160", "-p", str(pitch), "-w", str(path), text],
+                       check=True)
+        return str(path)
+
+    ref = dict(REFS[0], response_wav=speak(tmp_path / "gold.wav", REFS[0]["response"], 30))
+    row = {"key": "e1", "task": "s2s_chat", "reply": "hello world this is a test",
+           "reply_wav": speak(tmp_path / "reply.wav", "hello world this is a test", 70)}
+    (tmp_path / "ref.list").write_text(json.dumps(ref) + "\n")
+    (tmp_path / "hyp.jsonl").write_text(json.dumps(row) + "\n")
+    assert score_cli.main(["--ref", str(tmp_path / "ref.list"), "--hyp", str(tmp_path / "hyp.jsonl"), "--out",
+                           str(tmp_path / "r.md"), "--no_plots", "--speech", "--speech_metrics", "pocketsphinx_asr",
+                           "prosody"]) == 0
+    sp = json.loads((tmp_path / "r.json").read_text())["speech"]["s2s_chat"]
+    assert sp["all"]["n"] == 1 and sp["all"]["wer"] < 50
+    assert sp["prosody"]["comforting"]["f0_diff_st"] > 2  # espeak pitch 70 vs 30
+    assert "Reply prosody vs gold style" in (tmp_path / "r.md").read_text()
