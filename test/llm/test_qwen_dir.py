@@ -22,17 +22,21 @@ QWEN = {"model_type": "qwen2", "hidden_size": 32, "intermediate_size": 64, "num_
         "tie_word_embeddings": True, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0}
 
 
-@pytest.fixture(scope="module")
-def qwen_dir(tmp_path_factory):
-    """A tiny Qwen2 directory: its tokenizer, and an LM whose vocabulary is padded past it (as Qwen2.5's
-    151,936 rows are past its 151,665 tokens)."""
-    d = tmp_path_factory.mktemp("qwen") / "Qwen2-tiny-Instruct"
+def write_qwen_dir(d, seed: int = 0):
+    """A tiny Qwen2 directory at ``d``: its tokenizer, and an LM whose vocabulary is padded past it (as
+    Qwen2.5's 151,936 rows are past its 151,665 tokens). Returns the LM."""
     write_tiny_hf_tokenizer(d)
     size = len(build_tokenizer({"type": "hf", "path": str(d)}).tok)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     lm = build_hf_causal_lm(config={**QWEN, "vocab_size": size + 11})
     lm.save_pretrained(d)
-    return d, lm
+    return lm
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("qwen") / "Qwen2-tiny-Instruct"
+    return d, write_qwen_dir(d)
 
 
 def test_paper_layout_builds_the_echat_model(qwen_dir):
