@@ -22,7 +22,10 @@ until the speech EOS.
 
 from __future__ import annotations
 
+import random
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +41,10 @@ from wenet_echat.encoder import (
     load_openai_whisper_encoder,
 )
 from wenet_echat.llm import LLMS, backbone, hidden_size, run_decoder
+from wenet_echat.model.encoder_pretrain import ECHAT_KEYS, EncoderPretrainModel, build_encoder_pretrain
+from wenet_echat.model.inputs import make_inputs
 from wenet_echat.text.targets import IGNORE_ID, KIND_AUDIO, KIND_SPEECH, KIND_TEXT, joint_labels
+from wenet_echat.text.tokenizer import TextTokenizer
 
 
 @dataclass
@@ -75,6 +81,8 @@ class GenerateConf:
     text: SamplingConf = field(default_factory=SamplingConf)
     speech: SamplingConf = field(default_factory=SamplingConf)
     seed: int | None = None
+    # speech-phase logits processors: (codes so far, logits (codes + 1,)) -> logits, applied in order
+    speech_processors: list[Callable[[list[int], torch.Tensor], torch.Tensor]] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, conf: dict[str, Any] | None) -> GenerateConf:
@@ -108,6 +116,13 @@ class EChatModel(nn.Module):
         if self.lm_classes < self.text_vocab_size:
             raise ValueError(f"the LM head has {self.lm_classes} classes, fewer than the {self.text_vocab_size} "
                              "text ids of the tokenizer")
+
+    def make_inputs(self, batch: dict[str, Any], task: str, tokenizer: TextTokenizer,
+                    rng: random.Random | None = None, think: bool = True, dropped: Counter[str] | None = None,
+                    think_style: str = "auto", prompt_only: bool = False) -> dict[str, Any] | None:
+        """:func:`~wenet_echat.model.inputs.make_inputs` with this model's frame counts and speech BOS."""
+        return make_inputs(batch, task, tokenizer, self.audio_lengths, self.speech_bos, rng, think, prompt_only,
+                           dropped, think_style)
 
     # ------------------------------------------------------------------------------------------- audio
     def audio_lengths(self, feats_lengths: torch.Tensor) -> torch.Tensor:
@@ -246,13 +261,17 @@ class EChatModel(nn.Module):
         next_pos = position_ids[:, -1] + 1
         # phase per row: 0 text, 1 speech BOS to force, 2 speech, 3 done
         phase = [0] * batch
-        res: list[dict[str, Any]] = [{"text_ids": [], "speech_ids": [], "finished": False, "first_text_s": None,
-                                      "first_speech_s": None} for _ in range(batch)]
+        res: list[dict[str, Any]] = [{"text_ids": [], "speech_ids": [], "speech_times": [], "finished": False,
+                                      "first_text_s": None, "first_speech_s": None} for _ in range(batch)]
         lm_head = self.llama_model.get_output_embeddings()
         limit = conf.max_text_tokens + (conf.max_speech_tokens + 2 if any(speak) else 0)
         for _ in range(limit):
             text_tok = conf.text.pick(lm_head(hidden)[:, : self.text_vocab_size].float(), gen)
             speech_logits = self.speech_head(hidden).float()
+            for b in range(batch):  # e.g. repetition blocking of speech codes (infer/repetition.py)
+                if phase[b] == 2:
+                    for proc in conf.speech_processors:
+                        speech_logits[b] = proc(res[b]["speech_ids"], speech_logits[b])
             speech_tok = conf.speech.pick(speech_logits, gen)
             ids = torch.full((batch,), self.pad_id, dtype=torch.long, device=input_ids.device)
             step_kinds = torch.full_like(ids, KIND_TEXT)
@@ -281,6 +300,7 @@ class EChatModel(nn.Module):
                         r["finished"] = tok == self.speech_bos
                         continue
                     r["speech_ids"].append(tok)
+                    r["speech_times"].append(now)
                     r["first_speech_s"] = r["first_speech_s"] if r["first_speech_s"] is not None else now
                     ids[b], step_kinds[b] = tok, KIND_SPEECH
             if all(p == 3 for p in phase):
@@ -316,17 +336,22 @@ def _init_encoder(name: str, enc_conf: dict[str, Any], init: dict[str, Any] | No
     return encoder
 
 
-def build_model(conf: dict[str, Any], text_vocab_size: int, eos_id: int, pad_id: int) -> EChatModel:
-    """Build from the ``model:`` mapping of a config (encoder/adapter/llm by registry name)."""
+def build_model(conf: dict[str, Any], text_vocab_size: int, eos_id: int,
+                pad_id: int) -> EChatModel | EncoderPretrainModel:
+    """Build from the ``model:`` mapping of a config (encoder/adapter/llm by registry name). ``arch`` picks the
+    model: ``echat`` (default) or ``encoder_pretrain`` (:mod:`wenet_echat.model.encoder_pretrain`)."""
     conf = dict(conf)
+    arch = conf.pop("arch", "echat")
+    if arch == "encoder_pretrain":
+        return build_encoder_pretrain(conf, text_vocab_size)
+    if arch != "echat":
+        raise ValueError(f"model.arch must be 'echat' or 'encoder_pretrain', got {arch!r}")
     for key in ("encoder", "adapter", "llm", "speech_codes"):
         if key not in conf:
             raise KeyError(f"model config needs '{key}'")
-    known = {"encoder", "encoder_conf", "adapter", "adapter_conf", "llm", "llm_conf", "speech_codes", "init",
-             "ctc_weight"}
-    unknown = sorted(set(conf) - known)
+    unknown = sorted(set(conf) - ECHAT_KEYS)
     if unknown:
-        raise KeyError(f"unknown model config key(s) {unknown}; known: {', '.join(sorted(known))}")
+        raise KeyError(f"unknown model config key(s) {unknown}; known: arch, {', '.join(sorted(ECHAT_KEYS))}")
     enc_conf = dict(conf.get("encoder_conf") or {})
     encoder = _init_encoder(conf["encoder"], enc_conf, (conf.get("init") or {}).get("encoder"))
     llm = LLMS.build(conf["llm"], {"vocab_size": text_vocab_size, **(conf.get("llm_conf") or {})})

@@ -117,7 +117,7 @@ def make_inputs(batch: dict[str, Any], task: str, tokenizer: TextTokenizer, audi
 
 
 MODEL_KEYS = ("input_ids", "kinds", "labels", "attention_mask", "position_ids", "feats", "feats_lengths", "ctc_ids",
-              "ctc_lengths")
+              "ctc_lengths", "cue_ids")
 
 
 def to_device(inputs: dict[str, Any], device: torch.device | str) -> dict[str, Any]:

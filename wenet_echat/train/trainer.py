@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 from wenet_echat.dataset import EChatDataset, iterate_batches, make_dataloader
 from wenet_echat.dataset.processor import SkipStats
-from wenet_echat.model import EChatModel, make_inputs, to_device
+from wenet_echat.model import EChatModel, EncoderPretrainModel, to_device
 from wenet_echat.model.inputs import batch_records, serves
 from wenet_echat.text.targets import TARGET_TASKS
 from wenet_echat.text.think import THINK_STYLES
@@ -113,7 +113,10 @@ class MetricTracker:
         s = self.sums[task]
         s["tokens"] += n
         s["loss"] += float(out["loss"].detach()) * n
-        s["correct"] += float(out["acc"]) * n
+        acc = float(out["acc"])
+        if not math.isnan(acc):  # e.g. a cue-accuracy batch with no labelled cue
+            s["correct"] += acc * n
+            s["acc_tokens"] += n
         s["batches"] += 1
         if "ctc" in out:
             s["ctc"] += float(out["ctc"]) * n
@@ -125,7 +128,7 @@ class MetricTracker:
             return
         for task in sorted(self.sums):
             s = self.sums[task]
-            keys = ("tokens", "loss", "correct", "batches")
+            keys = ("tokens", "loss", "correct", "acc_tokens", "batches")
             t = torch.tensor([s[k] for k in keys], dtype=torch.float64)
             all_reduce(t)
             for k, v in zip(keys, t.tolist()):
@@ -135,7 +138,8 @@ class MetricTracker:
         out = {}
         for task, s in sorted(self.sums.items()):
             if s["tokens"]:
-                out[task] = {"loss": s["loss"] / s["tokens"], "acc": s["correct"] / s["tokens"],
+                out[task] = {"loss": s["loss"] / s["tokens"],
+                             "acc": s["correct"] / s["acc_tokens"] if s["acc_tokens"] else math.nan,
                              "tokens": s["tokens"], "batches": s["batches"]}
                 if s["ctc_tokens"]:
                     out[task]["ctc"] = s["ctc"] / s["ctc_tokens"]
@@ -163,7 +167,7 @@ class Trainer:
         self.model_dir = Path(model_dir)
         self.train_set, self.cv_set = train_set, cv_set
         self.rank = rank
-        self.model: EChatModel = engine.module
+        self.model: EChatModel | EncoderPretrainModel = engine.module
         self.step, self.epoch, self.skip_batches = 0, 0, 0
         self.dropped: Counter[str] = Counter()
         self._cv_cache: tuple[int, dict[str, Any]] | None = None
@@ -273,8 +277,8 @@ class Trainer:
             task = choose_task(batch_records(batch), c.tasks, rng, c.think, c.think_style)
             inputs = None
             if task is not None:
-                inputs = make_inputs(batch, task, self.tok, self.model.audio_lengths, self.model.speech_bos, rng,
-                                     c.think, dropped=self.dropped, think_style=c.think_style)
+                inputs = self.model.make_inputs(batch, task, self.tok, rng, c.think, dropped=self.dropped,
+                                                think_style=c.think_style)
             if inputs is None:
                 if distributed():
                     raise RuntimeError(f"batch {batch['keys'][:3]}... serves none of the tasks {list(c.tasks)}; "
@@ -364,8 +368,7 @@ class Trainer:
             assert batch is not None
             n += 1
             for task in c.tasks:
-                inputs = make_inputs(batch, task, self.tok, self.model.audio_lengths, self.model.speech_bos, None,
-                                     c.think, think_style=c.think_style)
+                inputs = self.model.make_inputs(batch, task, self.tok, None, c.think, think_style=c.think_style)
                 if inputs is None:
                     continue
                 with self.engine.eval_context():

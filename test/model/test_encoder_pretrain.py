@@ -1,0 +1,140 @@
+"""Encoder pre-training (CTC + cue classifiers): targets, losses that fall, the trainer, and stage-1 init."""
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from test.echat_fixtures import make_corpus, make_tokenizer, tiny_dataset_conf, tiny_model_conf
+from wenet_echat.bin import train as train_cli
+from wenet_echat.dataset import EChatDataset
+from wenet_echat.dataset.dataset import iterate_batches
+from wenet_echat.model import EChatModel, EncoderPretrainModel, build_model, to_device
+from wenet_echat.model.encoder_pretrain import CHARS, CUES, char_ids
+from wenet_echat.text.labels import LABEL_VOCABS
+from wenet_echat.train.checkpoint import load_model_weights, read_state_dict
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    data_list, recs = make_corpus(root, n=12)
+    tok = make_tokenizer(root, recs)
+    return root, data_list, recs, tok
+
+
+def pretrain_conf(**pconf) -> dict:
+    return {**tiny_model_conf(), "arch": "encoder_pretrain", "pretrain_conf": pconf}
+
+
+def first_batch(data_list, tok, n=6):
+    return next(iterate_batches(EChatDataset("raw", data_list, tiny_dataset_conf(n), train=False, tokenizer=tok)))
+
+
+def test_char_ids():
+    assert char_ids("Hi, it's  ME!") == [CHARS.index(c) for c in "hi it's me"]
+    assert char_ids("  ...  ") == []
+
+
+def test_build_and_config_errors(corpus):
+    *_, tok = corpus
+    model = build_model(pretrain_conf(), tok.vocab_size, tok.eos_id, tok.pad_id)
+    assert isinstance(model, EncoderPretrainModel)
+    assert model.ctc_head.out_features == len(CHARS) + 1
+    assert {k for k in model.state_dict() if not k.startswith(("encoder.", "ctc_head.", "cue_heads."))} == set()
+    tok_units = build_model(pretrain_conf(ctc_units="tokenizer"), tok.vocab_size, tok.eos_id, tok.pad_id)
+    assert tok_units.ctc_head.out_features == tok.vocab_size + 1
+    with pytest.raises(KeyError, match="pretrain_conf key"):
+        build_model(pretrain_conf(ctc_wieght=1.0), tok.vocab_size, tok.eos_id, tok.pad_id)
+    with pytest.raises(ValueError, match="ctc_units"):
+        build_model(pretrain_conf(ctc_units="phone"), tok.vocab_size, tok.eos_id, tok.pad_id)
+    with pytest.raises(ValueError, match="model.arch"):
+        build_model({**tiny_model_conf(), "arch": "rnnt"}, tok.vocab_size, tok.eos_id, tok.pad_id)
+
+
+def test_make_inputs_targets(corpus):
+    _, data_list, recs, tok = corpus
+    model = build_model(pretrain_conf(), tok.vocab_size, tok.eos_id, tok.pad_id)
+    batch = first_batch(data_list, tok)
+    batch["labels"][1] = {**batch["labels"][1], "event": None}  # a missing label is -1, not a class
+    batch["text"][2] = None
+    batch["labels"][3], batch["text"][3] = None, None  # neither: dropped and counted
+    from collections import Counter
+
+    dropped = Counter()
+    inp = model.make_inputs(batch, "asr", tok, random.Random(0), dropped=dropped)
+    assert inp["keys"] == [batch["keys"][i] for i in (0, 1, 2, 4, 5)]
+    assert dropped == Counter({"asr: no text and no labels": 1})
+    by_key = {r["key"]: r for r in recs}
+    for row, key in enumerate(inp["keys"]):
+        labels = by_key[key]["labels"]
+        for k, cue in enumerate(CUES):
+            want = -1 if (row == 1 and cue == "event") else LABEL_VOCABS[cue].index(labels[cue])
+            assert int(inp["cue_ids"][row, k]) == want
+    assert int(inp["ctc_lengths"][2]) == 0  # the record without a transcript
+    first = char_ids(by_key[inp["keys"][0]]["text"])
+    assert inp["ctc_ids"][0, : len(first)].tolist() == first and int(inp["ctc_lengths"][0]) == len(first)
+    assert inp["feats"].shape[0] == 5 and inp["attention_mask"].shape == inp["feats"].shape[:2]
+
+
+def overfit(model, inp, steps):
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(steps):
+        out = model(**inp)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        first = first or {k: float(out[k].detach()) for k in ("loss", "ctc") if k in out}
+    model.eval()
+    with torch.no_grad():
+        return first, model(**inp)
+
+
+def test_cues_are_learned(corpus):
+    _, data_list, _, tok = corpus
+    torch.manual_seed(0)
+    model = build_model(pretrain_conf(ctc_weight=0.0), tok.vocab_size, tok.eos_id, tok.pad_id)
+    inp = to_device(model.make_inputs(first_batch(data_list, tok, n=12), "tag", tok), "cpu")
+    first, out = overfit(model, inp, 40)
+    assert "ctc" not in out and float(out["loss"]) < 0.2 * first["loss"]
+    # the fixture's pitch follows the labels: every cue is separable
+    assert float(out["acc"]) == 1.0 and all(float(out[f"acc_{c}"]) == 1.0 for c in ("age", "gender", "emotion"))
+
+
+def test_ctc_falls(corpus):
+    _, data_list, _, tok = corpus
+    torch.manual_seed(0)
+    model = build_model(pretrain_conf(cue_weight=0.0), tok.vocab_size, tok.eos_id, tok.pad_id)
+    inp = to_device(model.make_inputs(first_batch(data_list, tok, n=2), "asr", tok), "cpu")
+    first, out = overfit(model, inp, 80)
+    assert float(out["ctc"]) < 0.3 * first["ctc"]
+
+
+def test_trainer_run_then_stage1_init(tmp_path, corpus):
+    root, data_list, _, tok = corpus
+    conf = {"tokenizer": {"type": "sentencepiece", "model": str(root / "spm.model")},
+            "model": pretrain_conf(), "dataset_conf": tiny_dataset_conf(4),
+            "train_conf": {"tasks": {"asr": 1.0, "tag": 1.0}, "optim_conf": {"lr": 3e-3}, "max_epoch": 2,
+                           "scheduler_conf": {"warmup_steps": 2}, "log_interval": 1}}
+    cfg = tmp_path / "enc.yaml"
+    cfg.write_text(yaml.safe_dump(conf))
+    enc_dir = tmp_path / "encoder"
+    assert train_cli.main(["--config", str(cfg), "--train_data", data_list, "--cv_data", data_list,
+                           "--model_dir", str(enc_dir), "--threads", "1"]) == 0
+    rows = [yaml.safe_load(line) for line in (enc_dir / "train_log.jsonl").read_text().splitlines()]
+    cv = [r for r in rows if r["kind"] == "cv"]
+    assert len(cv) == 2 and {"cv_loss_asr", "cv_acc_tag"} <= set(cv[-1])
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert all("ctc_asr" in r or "ctc_tag" in r for r in train_rows)
+    # stage 1 takes exactly the encoder from it
+    state = read_state_dict(enc_dir / "final")
+    echat = build_model(tiny_model_conf(), tok.vocab_size, tok.eos_id, tok.pad_id)
+    assert isinstance(echat, EChatModel)
+    res = load_model_weights(enc_dir / "final", echat, ["encoder."])
+    assert res["loaded"] == sum(1 for k in state if k.startswith("encoder."))
+    for k, v in echat.encoder.state_dict().items():
+        assert torch.equal(v, state[f"encoder.{k}"])
+    assert Path(enc_dir / "final" / "model.pt").is_file()
