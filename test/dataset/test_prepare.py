@@ -11,14 +11,8 @@ import pytest
 
 from wenet_echat.audio.io import load_audio
 from wenet_echat.dataset.kaldi import read_kaldi_dir, write_kaldi_dir
-from wenet_echat.dataset.prepare import (
-    PrepareError,
-    normalise_tag,
-    osum_echat_row,
-    parse_columns,
-    prepare_kaldi_dir,
-    prepare_manifest,
-)
+from wenet_echat.dataset.manifest import osum_echat_row, parse_columns, prepare_manifest
+from wenet_echat.dataset.prepare import PrepareError, normalise_tag, prepare_kaldi_dir
 
 from .conftest import tone, write_wav
 

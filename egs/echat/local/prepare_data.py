@@ -30,15 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from wenet_echat.dataset.kaldi import KaldiDirError  # noqa: E402
-from wenet_echat.dataset.prepare import (  # noqa: E402
-    PRESETS,
-    Prepared,
-    PrepareError,
-    load_value_map,
-    parse_columns,
-    prepare_kaldi_dir,
-    prepare_manifest,
-)
+from wenet_echat.dataset.manifest import PRESETS, parse_columns, prepare_manifest  # noqa: E402
+from wenet_echat.dataset.prepare import Prepared, PrepareError, load_value_map, prepare_kaldi_dir  # noqa: E402
 from wenet_echat.dataset.shard import ShardError, make_shards  # noqa: E402
 from wenet_echat.utils.fileio import atomic_open, write_jsonl  # noqa: E402
 
