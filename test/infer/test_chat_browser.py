@@ -1,6 +1,7 @@
 """The web demo in headless Chromium: upload a wav, get the chain of thought, the reply and its audio."""
 
 import io
+import os
 import shutil
 import socket
 import urllib.request
@@ -11,6 +12,7 @@ import soundfile as sf
 from test.infer.browser import audio_states, headless_chromium
 
 pytestmark = pytest.mark.browser
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gr = pytest.importorskip("gradio")
 
 
