@@ -33,6 +33,10 @@ think=true            # false: stage 3 without dual thinking (the paper's ablati
 t2w_flow_minutes=8    # token-to-wave training budget (CPU minutes) of the flow model ...
 t2w_vocoder_minutes=4 # ... and of the vocoder (regression warm start)
 resynth_utts=50       # distinct test replies resynthesised and scored in stage 11
+s2s_systems="full:stage3:true think_off:stage3:false no_think:stage3_nothink:false"  # NAME:DIR:THINK, stages 12-14
+s2s_limit=""          # decode only the first N test records in stage 12 ("" = all)
+s2s_batch_size=1      # S2S decoding batch (1: per-utterance latency figures)
+judge_conf=""         # stage 13 LLM judge YAML, e.g. conf/judge/judge.yaml ("" = offline scores only)
 
 help_message=$(cat <<HELP
 Usage: $0 [options]
@@ -42,7 +46,8 @@ Stages:
   2  optional feature dump (--dump_feats true): kaldiio ark/scp of $feats_type -> $data/<set>/feats
   3  shards (--data_type shard): tar shards -> $data/<set>/shards, list $data/<set>/data.shards.list
   4  text tokenizer: SentencePiece on the train text, replies and CoTs -> $data/lang/spm.model
-  5  train stage 1 (understanding: ASR + tags; + ASR on the reply audio) -> $exp/stage1
+  5  train stage 1 (understanding: ASR + tags; + ASR on the reply audio) -> $exp/stage1; configs with a
+     train_encoder.yaml (conf/mini) first pre-train the encoder (char CTC + cue classifiers) -> $exp/encoder
   6  decode + score stage 1 on dev/test (ASR WER/CER, per-cue tag accuracy) -> $exp/stage1/decode_<set>/results.md
   7  speech tokens: k-means units on the train reply audio, response_tokens for every split -> data.tok.list
   8  train stage 2 (generation: TTS, S2S/S2T/text chat, understanding replay) from stage 1 -> $exp/stage2
@@ -50,6 +55,10 @@ Stages:
  10  token-to-wave: flow matching (tokens -> mel) and vocoder (mel -> wave) on the reply audio -> $exp/token2wav
  11  resynthesise test replies from gold tokens (Griffin-Lim and neural vocoder) and score them against the
      original audio (pocketsphinx WER, DNSMOS, speaker similarity) -> $exp/token2wav/resynth_test.md
+ 12  S2S decoding (s2s_think, with/without the CoT) of test with streamed reply wavs, per --s2s_systems
+     -> $exp/<dir>/decode_test_<name>/{hyp.jsonl,hyp.summary.json,reply_wavs/}
+ 13  score them per EChat-eval category -> $exp/<dir>/decode_test_<name>/{results.md,results.json,plots/}
+ 14  merge the systems into $exp/RESULTS.md and print the summary table
 Options (default):
   --stage ($stage) --stop_stage ($stop_stage) --nj ($nj)
   --seed ($seed) --hours ($hours) --dev_hours ($dev_hours) --test_hours ($test_hours)
@@ -59,6 +68,8 @@ Options (default):
   --spm_vocab ($spm_vocab) --conf_dir ($conf_dir) --nproc ($nproc) --threads ($threads)
   --train_extra ("$train_extra") --speech_codes ($speech_codes) --think ($think)
   --t2w_flow_minutes ($t2w_flow_minutes) --t2w_vocoder_minutes ($t2w_vocoder_minutes) --resynth_utts ($resynth_utts)
+  --s2s_systems ("$s2s_systems") --s2s_limit ($s2s_limit) --s2s_batch_size ($s2s_batch_size)
+  --judge_conf ($judge_conf)
 HELP
 )
 . tools/parse_options.sh
@@ -155,24 +166,36 @@ data_list() {
   local name=${2:-data}
   if [ "$data_type" = shard ]; then echo "$data/$1/$name.shards.list"; else echo "$data/$1/$name.list"; fi
 }
-# train_stage N DIR INIT LIST...: train stage N (config $conf_dir/train_stageN.yaml) from INIT ("" = from scratch)
-# into DIR, cross-validating on $cv_list; skipped when finished, resumed when a checkpoint exists (a killed run goes
-# on where it stopped)
+# train_stage CONF DIR INIT PREFIXES LIST...: train with $conf_dir/train_CONF.yaml into DIR, initialised from
+# INIT ("" = from scratch; PREFIXES: only those parameter prefixes, "" = all); a finished DIR is skipped, a killed
+# one resumes where it stopped
 train_stage() {
-  local n=$1 dir=$2 init=$3; shift 3
-  if [ -f "$dir/final/model.pt" ]; then log "  $dir/final exists: stage $n trained"; return 0; fi
+  local name=$1 dir=$2 init=$3 prefixes=$4; shift 4
+  if [ -f "$dir/final/model.pt" ]; then log "  $dir/final exists: $name trained"; return 0; fi
   local launcher=(python)
   [ "$nproc" -gt 1 ] && launcher=(torchrun --standalone --nproc_per_node "$nproc")
   # shellcheck disable=SC2086
   run_logged "$dir/log/train.log" "${launcher[@]}" -m wenet_echat.bin.train \
-    --config "$conf_dir/train_stage$n.yaml" --train_data "$@" --cv_data "$cv_list" \
-    --data_type "$data_type" --model_dir "$dir" --threads "$threads" ${init:+--init "$init"} $train_extra
+    --config "$conf_dir/train_$name.yaml" --train_data "$@" --cv_data "$cv_list" \
+    --data_type "$data_type" --model_dir "$dir" --threads "$threads" ${init:+--init "$init"} \
+    ${prefixes:+--init_prefixes $prefixes} $train_extra
 }
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   log "stage 5: train stage 1 (understanding)"
   cv_list=$(data_list dev)
-  train_stage 1 "$exp/stage1" "" "$(data_list train)" "$(data_list train_reply_asr)"
+  # ASR on the reply audio joins when the corpus has it (local/make_reply_asr_list.py; a corpus without reply audio
+  # has no such list)
+  lists=("$(data_list train)"); [ -s "$(data_list train_reply_asr)" ] && lists+=("$(data_list train_reply_asr)")
+  enc_init="" enc_prefixes=""
+  if [ -f "$conf_dir/train_encoder.yaml" ]; then
+    # from-scratch configs pre-train the encoder first (CTC + cue classifiers), standing in for the pretrained
+    # Whisper encoder of the paper; stage 1 then takes its encoder.* weights
+    log "  encoder pre-training ($conf_dir/train_encoder.yaml) -> $exp/encoder"
+    train_stage encoder "$exp/encoder" "" "" "${lists[@]}"
+    enc_init=$exp/encoder/final enc_prefixes=encoder.
+  fi
+  train_stage stage1 "$exp/stage1" "$enc_init" "$enc_prefixes" "${lists[@]}"
 fi
 
 # decode_score DIR SET TASKS...: decode SET with model DIR into DIR/decode_SET, then score; skipped when up to date
@@ -216,7 +239,8 @@ fi
 if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
   log "stage 8: train stage 2 (generation and spoken chat)"
   cv_list=$(data_list dev data.tok)
-  train_stage 2 "$exp/stage2" "$exp/stage1/final" "$(data_list train data.tok)" "$(data_list train_reply_asr)"
+  lists=("$(data_list train data.tok)"); [ -s "$(data_list train_reply_asr)" ] && lists+=("$(data_list train_reply_asr)")
+  train_stage stage2 "$exp/stage2" "$exp/stage1/final" "" "${lists[@]}"
 fi
 
 stage3_dir=$exp/stage3
@@ -225,7 +249,7 @@ if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
   log "stage 9: train stage 3 (empathy, think=$think) -> $stage3_dir"
   cv_list=$(data_list dev data.tok)
   [ "$think" = false ] && train_extra="$train_extra --override train_conf.think=false"
-  train_stage 3 "$stage3_dir" "$exp/stage2/final" "$(data_list train data.tok)"
+  train_stage stage3 "$stage3_dir" "$exp/stage2/final" "" "$(data_list train data.tok)"
 fi
 
 t2w=$exp/token2wav
@@ -266,6 +290,53 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
       --spk_ref_list "$data/train_reply_asr/data.list" --out "$t2w/resynth_test.md" \
       --title "Resynthesis of $resynth_utts EChat-mini test replies from gold speech tokens"
   fi
+fi
+
+s2s_dirs() {  # "NAME DIR THINK" for each system of --s2s_systems whose model is trained
+  local spec name sub think
+  for spec in $s2s_systems; do
+    IFS=: read -r name sub think <<< "$spec"
+    case $think in true|false) ;; *) log "--s2s_systems: '$spec' needs THINK true|false"; exit 2 ;; esac
+    if [ -f "$exp/$sub/final/model.pt" ]; then echo "$name $exp/$sub $think"
+    else log "  $exp/$sub/final/model.pt missing: system $name left out"; fi
+  done
+}
+if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ]; then
+  log "stage 12: S2S decoding of test with reply wavs (${s2s_limit:-all} records)"
+  while read -r name dir think; do
+    out=$dir/decode_test_$name
+    if up_to_date "$out/hyp.jsonl" "$dir/final/model.pt" "$t2w/.vocoder.done"; then
+      log "  $out/hyp.jsonl up to date"; continue
+    fi
+    think_opt=(); [ "$think" = false ] && think_opt=(--no_think)
+    run_logged "$out/log/decode.log" python -m wenet_echat.bin.decode --model_dir "$dir" --checkpoint final \
+      --data_list "$(data_list test)" --data_type "$data_type" --tasks s2s_think "${think_opt[@]}" \
+      --out "$out/hyp.jsonl" --token2wav_dir "$t2w" --batch_size "$s2s_batch_size" --threads "$threads" \
+      ${s2s_limit:+--limit "$s2s_limit"}
+  done < <(s2s_dirs)
+fi
+
+if [ "$stage" -le 13 ] && [ "$stop_stage" -ge 13 ]; then
+  log "stage 13: score S2S decoding per EChat-eval category"
+  while read -r name dir think; do
+    out=$dir/decode_test_$name
+    if up_to_date "$out/results.json" "$out/hyp.jsonl"; then log "  $out/results.json up to date"; continue; fi
+    run_logged "$out/log/score.log" python -m wenet_echat.bin.score --ref "$data/test/data.list" \
+      --hyp "$out/hyp.jsonl" --out "$out/results.md" --title "$name, test" --system "$name" \
+      --speech --spk_ref_list "$data/train_reply_asr/data.list" ${judge_conf:+--judge_conf "$judge_conf"}
+  done < <(s2s_dirs)
+fi
+
+if [ "$stage" -le 14 ] && [ "$stop_stage" -ge 14 ]; then
+  log "stage 14: $exp/RESULTS.md"
+  systems=()
+  while read -r name dir think; do
+    res=$dir/decode_test_$name/results.json
+    if [ -f "$res" ]; then systems+=("$name=$res"); else log "  $res missing (stages 12-13): $name left out"; fi
+  done < <(s2s_dirs)
+  if [ ${#systems[@]} -eq 0 ]; then log "  no scored system: run stages 12-13 first"; exit 1; fi
+  python -m wenet_echat.bin.report --systems "${systems[@]}" --out "$exp/RESULTS.md" \
+    --title "EChat-mini test, $(basename "$conf_dir") configs"
 fi
 
 log "done (stages $stage..$stop_stage)"

@@ -173,7 +173,7 @@ class EChatModel(nn.Module):
     def joint_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """``[text logits ; speech logits]`` over the last dim."""
         text = self.llama_model.get_output_embeddings()(hidden)
-        return torch.cat([text, self.speech_head(hidden).to(text.dtype)], -1)
+        return torch.cat([text, self.speech_head(hidden.to(self.speech_head.weight.dtype)).to(text.dtype)], -1)
 
     # ----------------------------------------------------------------------------------------- forward
     def forward(self, input_ids: torch.Tensor, kinds: torch.Tensor, labels: torch.Tensor,
@@ -267,7 +267,7 @@ class EChatModel(nn.Module):
         limit = conf.max_text_tokens + (conf.max_speech_tokens + 2 if any(speak) else 0)
         for _ in range(limit):
             text_tok = conf.text.pick(lm_head(hidden)[:, : self.text_vocab_size].float(), gen)
-            speech_logits = self.speech_head(hidden).float()
+            speech_logits = self.speech_head(hidden.to(self.speech_head.weight.dtype)).float()
             for b in range(batch):  # e.g. repetition blocking of speech codes (infer/repetition.py)
                 if phase[b] == 2:
                     for proc in conf.speech_processors:

@@ -160,6 +160,9 @@ class DeepSpeedEngine:
             conf["bf16"] = {"enabled": dtype == "bf16"}
             conf["fp16"] = {**conf.get("fp16", {}), "enabled": dtype == "fp16"}
         self.conf = conf
+        # DeepSpeed casts the weights to bf16/fp16 but not the inputs (fp32 log-mel): run forward under autocast
+        self.autocast = (torch.bfloat16 if conf.get("bf16", {}).get("enabled") else
+                         torch.float16 if conf.get("fp16", {}).get("enabled") else None)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=conf,
             model_parameters=[p for p in model.parameters() if p.requires_grad])
@@ -173,7 +176,8 @@ class DeepSpeedEngine:
 
     def train_step(self, inputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], bool, float | None]:
         boundary = self.engine.is_gradient_accumulation_boundary()
-        out = self.engine(**inputs)
+        with self.eval_context():
+            out = self.engine(**inputs)
         self.engine.backward(out["loss"])
         self.engine.step()
         if not boundary:
@@ -202,7 +206,9 @@ class DeepSpeedEngine:
         return None
 
     def eval_context(self) -> Any:
-        return contextlib.nullcontext()
+        """Autocast to the engine's half dtype (also used around the training forward)."""
+        return torch.autocast(torch.device(self.device).type, dtype=self.autocast or torch.bfloat16,
+                              enabled=self.autocast is not None)
 
 
 def build_engine(name: str, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

@@ -24,6 +24,7 @@ import math
 import random
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -122,13 +123,14 @@ class MetricTracker:
             s["ctc"] += float(out["ctc"]) * n
             s["ctc_tokens"] += n
 
-    def reduce(self) -> None:
-        """Sum over ranks (every rank must call it with the same task set; CV evaluates every task)."""
+    def reduce(self, tasks: Iterable[str] = ()) -> None:
+        """Sum over ranks. Every rank reduces ``tasks`` plus its own tasks in one sorted order, so ranks whose
+        batches served different tasks still make the same collective calls (pass every task that may occur)."""
         if not distributed():
             return
-        for task in sorted(self.sums):
+        for task in sorted(set(tasks) | set(self.sums)):
             s = self.sums[task]
-            keys = ("tokens", "loss", "correct", "acc_tokens", "batches")
+            keys = ("tokens", "loss", "correct", "acc_tokens", "batches", "ctc", "ctc_tokens")
             t = torch.tensor([s[k] for k in keys], dtype=torch.float64)
             all_reduce(t)
             for k, v in zip(keys, t.tolist()):
@@ -374,7 +376,7 @@ class Trainer:
                 with self.engine.eval_context():
                     out = self.model(**to_device(inputs, self.engine.device))
                 tracker.add(task, out)
-        tracker.reduce()
+        tracker.reduce(c.tasks)
         summ = tracker.summary()
         result: dict[str, Any] = {"cv_loss": tracker.overall(c.tasks)}
         for task, s in summ.items():
