@@ -12,6 +12,7 @@ from test.infer.chat_fixtures import read_wav
 from test.token2wav.fixtures import tiny_model as tiny_token2wav
 from wenet_echat.audio.features import compute_features
 from wenet_echat.infer.decode import split_output
+from wenet_echat.infer.repetition import RepetitionRule, SpeechRepetitionBlocker, find_violations
 from wenet_echat.infer.session import (
     ChatConf,
     ChatEngine,
@@ -45,13 +46,14 @@ def test_decode_steps_equal_generate(random_loaded, memorised, task):
     model, tok = random_loaded.model, random_loaded.tokenizer
     rec = memorised[1][0]
     wav, _ = read_wav(rec["wav"])
-    conf = GenerateConf(max_text_tokens=15, max_speech_tokens=12)
+    blocker = SpeechRepetitionBlocker(RepetitionRule(2, 4, 2))  # strict, so that it changes what is picked
+    conf = GenerateConf(max_text_tokens=15, max_speech_tokens=12, speech_processors=[blocker])
     feats = compute_features("whisper_log_mel", wav, 16000, {})
     dec = IncrementalDecoder(model)
     frames = ChatEngine(random_loaded).encode(wav)
     ContextBuilder(tok, model.speech_bos).user_turn(system_prompt(task), user_instruction(task), frames).feed(dec)
     state = DecodeState()
-    steps = list(decode_steps(dec, task == "s2s_think", conf, state))
+    steps = list(decode_steps(dec, task == "s2s_think", conf, state, speech_processors=[blocker]))
     batch = {"keys": ["k"], "tasks": [[task]], "feats": feats[None], "feats_lengths": torch.tensor([feats.shape[0]]),
              **{k: [rec[k]] for k in ("text", "labels", "response", "response_emotion", "response_tokens", "think")}}
     inp = make_inputs(batch, task, tok, model.audio_lengths, model.speech_bos, None, True, prompt_only=True)
@@ -61,6 +63,7 @@ def test_decode_steps_equal_generate(random_loaded, memorised, task):
     assert [t for p, t in steps if p == "text"] == state.text_ids
     assert [t for p, t in steps if p == "speech"] == state.speech_ids
     assert len(state.text_ids) + len(state.speech_ids) > 0
+    assert find_violations(state.speech_ids, blocker) == []
 
 
 @pytest.mark.parametrize("task", ["s2s_think", "s2s_chat", "s2t_chat", "asr", "tag", "tts", "t2t"])

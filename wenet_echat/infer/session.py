@@ -366,7 +366,7 @@ class ChatSession:
         chunks: list[np.ndarray] = []
         ok = False
         try:
-            procs = [*eng.speech_processors, *(getattr(conf.generate, "speech_processors", None) or [])]
+            procs = [*eng.speech_processors, *conf.generate.speech_processors]
             steps = decode_steps(dec, speak, conf.generate, state, self._cancel.is_set, self._gen, procs,
                                  text=task != "tts")
             for phase, tok in steps:

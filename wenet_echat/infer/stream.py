@@ -100,7 +100,8 @@ class IncrementalDecoder:
     @torch.inference_mode()
     def speech_logits(self) -> torch.Tensor:
         """(1, codes + 1) float logits of the next speech token (the last class is the speech EOS)."""
-        return self.model.speech_head(self._last()).float()
+        head = self.model.speech_head
+        return head(self._last().to(head.weight.dtype)).float()  # the head may stay fp32 under a bf16 LLM
 
 
 @dataclass
@@ -120,7 +121,7 @@ def decode_steps(dec: IncrementalDecoder, speak: bool, conf: GenerateConf, state
     """Yield ``("text", id)`` then (``speak``) ``("speech", code)`` pairs as they are picked, from a decoder whose
     last fed position is the end of the prompt. ``state`` collects the ids; ``cancelled()`` is checked before
     every token (a True answer ends the generator with ``state.cancelled``). ``speech_processors`` map
-    ``(codes so far, speech logits (1, codes + 1))`` to new logits before each speech pick (e.g.
+    ``(codes so far, speech logits (codes + 1,))`` to new logits before each speech pick (e.g.
     :class:`~wenet_echat.infer.repetition.SpeechRepetitionBlocker`). ``text=False`` (TTS) skips the text phase:
     the speech BOS follows the prompt directly, as in the TTS training sequences (no text EOS before it)."""
     model = dec.model
@@ -148,8 +149,11 @@ def decode_steps(dec: IncrementalDecoder, speak: bool, conf: GenerateConf, state
             state.cancelled = True
             return
         logits = dec.speech_logits()
-        for proc in speech_processors:
-            logits = proc(state.speech_ids, logits)
+        if speech_processors:  # one row's logits (codes + 1,), as EChatModel.generate calls them
+            row = logits[0].clone()
+            for proc in speech_processors:
+                row = proc(state.speech_ids, row)
+            logits = row.unsqueeze(0)
         tok = int(conf.speech.pick(logits, gen)[0])
         if tok == bos and len(state.speech_ids) < conf.min_speech_tokens:
             tok = int(logits[0, : model.speech_codes].argmax())
