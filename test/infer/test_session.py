@@ -119,6 +119,14 @@ def test_streaming_and_whole_synthesis_give_the_same_reply(memorised):
     assert np.abs(streamed.audio - whole.audio).mean() < 0.05 * (np.abs(whole.audio).mean() + 1e-3) + 0.05
 
 
+def test_threaded_and_inline_synthesis_give_the_same_audio(memorised):
+    loaded, recs, _ = memorised
+    audio = read_wav(recs[0]["wav"])
+    inline = engine(loaded, synth_thread=False).session().respond("s2s_think", audio=audio)
+    threaded = engine(loaded).session().respond("s2s_think", audio=audio)
+    np.testing.assert_array_equal(inline.audio, threaded.audio)
+
+
 def test_tasks_without_thinking_asr_tts(memorised):
     loaded, recs, _ = memorised
     rec = recs[0]
@@ -186,6 +194,10 @@ def test_cancel_during_speech_keeps_the_history_unchanged(memorised):
                        on_event=lambda ev: sess.cancel() if ev.kind == "speech_tokens" else None)
     assert res.cancelled and 0 < len(res.speech_tokens) < 30
     assert len(sess.turns) == 1 and sess.turns[0].reply == first.reply and sess.context_length() == length
+    for t in threading.enumerate():  # the token-to-wave worker of the cancelled turn has stopped
+        if t.name == "token2wav":
+            t.join(5)
+            assert not t.is_alive()
 
 
 def test_abandoned_turn_releases_the_session(memorised):

@@ -42,12 +42,14 @@ import torch
 from wenet_echat.audio.features import compute_features
 from wenet_echat.infer.decode import CHAT_TASKS, LoadedModel, load_model_dir, split_output
 from wenet_echat.infer.repetition import OSUM_OVERRIDES, SpeechRepetitionBlocker
+from wenet_echat.infer.speech_out import speech_out
 from wenet_echat.infer.stream import ContextBuilder, DecodeState, IncrementalDecoder, decode_steps
 from wenet_echat.infer.user_audio import MAX_SECONDS, MIN_SECONDS, SAMPLE_RATE, InputAudioError, prepare_audio
 from wenet_echat.model import GenerateConf
 from wenet_echat.text.prompts import system_prompt, user_instruction
 from wenet_echat.text.think import THINK_BEGIN, THINK_END
 from wenet_echat.token2wav.model import Token2Wav, load_token2wav, to_numpy_wav
+from wenet_echat.token2wav.streaming import StreamConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,9 @@ class SessionBusyError(RuntimeError):
 
 @dataclass
 class ChatConf:
-    """Session behaviour. ``stream_audio``: token-to-wave runs while speech tokens arrive (else once at the end);
-    ``vocoder``: ``neural`` or ``griffinlim`` (``neural`` falls back to Griffin-Lim when no vocoder is trained)."""
+    """Session behaviour. ``stream_audio``: token-to-wave runs while speech tokens arrive (else once at the end),
+    in a thread of its own with ``synth_thread``; ``vocoder``: ``neural`` or ``griffinlim`` (``neural`` falls back
+    to Griffin-Lim when no vocoder is trained)."""
 
     max_history_turns: int = 3
     max_input_seconds: float = MAX_SECONDS
@@ -73,6 +76,7 @@ class ChatConf:
     vocoder: str = "neural"
     busy_timeout_s: float = 30.0
     speech_blocking: bool = True  # OSUM-EChat's speech-code repetition blocking (S3 silence rule for 4096 codes)
+    synth_thread: bool = True  # streamed token-to-wave in its own thread, overlapping LLM decoding
     generate: GenerateConf = field(default_factory=GenerateConf)
 
 
@@ -358,10 +362,12 @@ class ChatSession:
         result = TurnResult(task=task, history_turns=history, sample_rate=eng.sample_rate)
         state = DecodeState()
         splitter = ThinkSplitter()
-        synth = None
         speak = task in SPEAKING_TASKS
-        if speak and eng.token2wav is not None and conf.stream_audio:
-            synth = eng.token2wav.streamer(eng.vocoder)
+        out = None
+        if speak and eng.token2wav is not None:
+            out = speech_out(eng.token2wav, eng.vocoder, conf.stream_audio, conf.synth_thread)
+        schedule = eng.token2wav.streaming if eng.token2wav is not None else StreamConfig()
+        next_group = schedule.first_chunk  # speech codes are reported in the groups the synthesizer consumes
         pending: list[int] = []
         chunks: list[np.ndarray] = []
         ok = False
@@ -381,27 +387,24 @@ class ChatSession:
                     yield from self._text_done(result, state, splitter, timings, now)
                 timings.setdefault("first_speech_s", now())
                 pending.append(tok)
-                if synth is None:
-                    continue
-                ready = synth.push([tok])
-                if ready:
+                ready = out.push(tok) if out is not None else []
+                if len(state.speech_ids) >= next_group:
                     yield ChatEvent("speech_tokens", now(), tokens=pending)
-                    pending = []
-                    for chunk in ready:
-                        yield self._audio_event(chunk, chunks, timings, now)
+                    pending, next_group = [], next_group + schedule.hop
+                for chunk in ready:
+                    yield self._audio_event(chunk, chunks, timings, now)
             if "text_done_s" not in timings and not state.cancelled:
                 yield from self._text_done(result, state, splitter, timings, now)
             if not state.cancelled:
                 if pending:
                     yield ChatEvent("speech_tokens", now(), tokens=pending)
-                if synth is not None:
-                    for chunk in synth.finish():
+                if out is not None:
+                    for chunk in [*out.ready(), *out.finish()]:
                         yield self._audio_event(chunk, chunks, timings, now)
-                elif speak and eng.token2wav is not None and state.speech_ids:
-                    wav_out = eng.token2wav.synthesize(state.speech_ids, eng.vocoder)
-                    yield self._audio_event(wav_out, chunks, timings, now)
             ok = not state.cancelled
         finally:
+            if out is not None:
+                out.close()
             if keep:
                 dec.crop(prompt_end if ok else start)
                 if ok:
