@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Spoken-chat latency on CPU: time to the first text token, first speech token, first audio chunk and the whole
-turn, streamed vs whole-reply synthesis, with and without thinking; and the engine's LLM decoding speed next to
+turn, streamed (token-to-wave in its own thread or inline between LLM steps) vs whole-reply synthesis, with and
+without thinking; and the engine's LLM decoding speed next to
 ``transformers`` ``generate`` on the same backbone and prompt embeddings.
 
 Usage (from the repository root):
@@ -18,7 +19,7 @@ and ``--speech_tokens`` speech tokens unless it ends earlier (the token counts a
 ``--repeats`` runs after one warm-up. Output lines::
 
     models model=... token2wav=... (recipe | given | random mini)
-    turn task=s2s_think audio=stream first_text_ms=... first_speech_ms=... first_audio_ms=... total_ms=... ...
+    turn task=s2s_think audio=stream|stream_inline|whole first_text_ms=... first_speech_ms=... first_audio_ms=...
     decode engine_tok_s=... hf_generate_tok_s=... ratio=... same_tokens=true new_tokens=...
 """
 
@@ -192,11 +193,12 @@ def main(argv: list[str] | None = None) -> int:
               f"threads={args.threads}")
         results: dict[str, Any] = {"models": source, "checkpoint": engine.loaded.checkpoint, "turns": []}
         for task in ("s2s_think", "s2s_chat"):
-            for stream in (True, False):
-                c = ChatConf(generate=gen, max_history_turns=0, stream_audio=stream)
+            for mode in ("stream", "stream_inline", "whole"):
+                c = ChatConf(generate=gen, max_history_turns=0, stream_audio=mode != "whole",
+                             synth_thread=mode == "stream")
                 t = median_turn(engine, c, task, wav, args.repeats)
                 keep = [*TIME_KEYS, "text_tokens", "speech_tokens", "decode_tokens_per_s"]
-                row = {"task": task, "audio": "stream" if stream else "whole", **{k: t[k] for k in keep if k in t}}
+                row = {"task": task, "audio": mode, **{k: t[k] for k in keep if k in t}}
                 results["turns"].append(row)
                 print("turn " + fmt(row))
         speed = decode_speed(engine, wav, args.text_tokens, args.repeats)
