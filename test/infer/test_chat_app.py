@@ -1,3 +1,6 @@
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -92,3 +95,27 @@ def test_missing_model_is_a_clear_error(tmp_path):
 def test_binds_loopback_by_default():
     args = chat_app.get_parser().parse_args(["--model_dir", "x"])
     assert args.host == "127.0.0.1" and args.port == 7860
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_hands_free_turns_end_at_a_pause(app, tmp_path):
+    pytest.importorskip("silero_vad")
+    import soxr
+
+    path = tmp_path / "said.wav"
+    subprocess.run(["espeak-ng", "-w", str(path), "I lost my keys again and I feel sad."], check=True)
+    speech, sr = sf.read(path, dtype="float32")
+    mic = soxr.resample(np.concatenate([np.zeros(sr // 2, np.float32), speech, np.zeros(2 * sr, np.float32)]),
+                        sr, 48000)
+    pcm = (mic * 32767).astype(np.int16)  # what the browser microphone sends
+    detector, turns, statuses = None, [], []
+    for i in range(0, pcm.size, 24000):  # 0.5 s chunks
+        turn, detector, status = app.listen((48000, pcm[i:i + 24000]), detector)
+        statuses.append(status)
+        if isinstance(turn, str):
+            turns.append(turn)
+    assert len(turns) == 1 and "*end of turn*" in statuses and "*listening…*" in statuses
+    cut = sf.info(turns[0])
+    assert cut.samplerate == 16000 and abs(cut.duration - speech.size / sr) < 0.8
+    _, final = last(app.respond(turns[0], "", "asr", None, []))
+    assert final[5].startswith("**")  # answered (the tiny model's transcript is arbitrary here)

@@ -7,7 +7,9 @@ From egs/echat (needs the ``demo`` extra: ``pip install -e '.[demo]'``, installe
     # then open http://127.0.0.1:7860
 
 Record with the microphone or upload a file (any rate; resampled to 16 kHz, at most 30 s), pick a task and send.
-The chain of thought (in its own collapsible panel), the reply text and the reply audio stream in while they are
+With silero-vad installed, the hands-free panel listens to the live microphone and answers each turn when the
+speaker pauses (``--vad_silence_ms``). The chain of thought (in its own collapsible panel), the reply text and the
+reply audio stream in while they are
 generated; the reply audio plays as it is synthesised when ffmpeg is installed (gradio encodes the stream with it),
 otherwise it appears when complete. Each browser tab holds its own conversation (the last ``--history`` exchanges
 are the model's context); Stop ends the running answer, Reset forgets the conversation. The server binds
@@ -18,17 +20,20 @@ from __future__ import annotations
 
 import argparse
 import html
+import importlib.util
 import logging
 import os
 import queue
 import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from wenet_echat.audio.io import save_audio
 from wenet_echat.infer.session import (
     SPEAKING_TASKS,
     TEXT_INPUT_TASKS,
@@ -39,7 +44,7 @@ from wenet_echat.infer.session import (
     SessionBusyError,
     TurnResult,
 )
-from wenet_echat.infer.user_audio import load_user_audio
+from wenet_echat.infer.user_audio import load_user_audio, prepare_audio
 from wenet_echat.utils.logging import setup_logging
 
 log = logging.getLogger("chat_app")
@@ -127,9 +132,11 @@ def error_line(message: str) -> str:
 class ChatApp:
     """The event handlers, separate from the gradio layout so they can be called directly."""
 
-    def __init__(self, engine: ChatEngine):
+    def __init__(self, engine: ChatEngine, vad_silence_ms: int = 700):
         self.engine = engine
         self.stream_audio = shutil.which("ffmpeg") is not None and engine.token2wav is not None
+        self.vad_silence_ms = vad_silence_ms
+        self.turn_dir = tempfile.mkdtemp(prefix="echat_turns_")  # hands-free turns cut from the microphone
 
     def new_session(self) -> ChatSession:
         return self.engine.session()
@@ -187,6 +194,30 @@ class ChatApp:
         except (InputAudioError, ValueError, SessionBusyError) as e:
             yield messages, skip, skip, skip, skip, error_line(str(e)), session, messages
 
+    def listen(self, chunk: tuple[int, np.ndarray] | None, detector: Any) -> tuple[Any, Any, Any]:
+        """Hands-free mode: microphone chunks in; when silero-vad hears the end of a turn, the turn's wav path goes
+        to the hidden ``turn`` box (whose change runs :meth:`respond`). Returns (turn path, detector, status)."""
+        import gradio as gr
+
+        skip = gr.skip()
+        if chunk is None or np.asarray(chunk[1]).size == 0:
+            return skip, detector, skip
+        try:
+            if detector is None:
+                from wenet_echat.infer.vad import EndOfTurnDetector
+
+                detector = EndOfTurnDetector(min_silence_ms=self.vad_silence_ms)
+            wav = prepare_audio(chunk[1], int(chunk[0]), max_seconds=float("inf"), min_seconds=0.0, name="the mic")
+        except (ImportError, InputAudioError) as e:
+            return skip, detector, error_line(str(e))
+        turns = detector.push(wav)
+        if not turns:
+            return skip, detector, ("*listening…*" if detector.in_speech else skip)
+        fd, path = tempfile.mkstemp(prefix="turn_", suffix=".wav", dir=self.turn_dir)
+        os.close(fd)
+        save_audio(path, turns[-1], 16000)
+        return path, detector, "*end of turn*"
+
     @staticmethod
     def stop(session: ChatSession | None) -> None:
         if session is not None:
@@ -201,11 +232,17 @@ class ChatApp:
         return [], "", "", None, None, "conversation cleared", session or self.new_session(), []
 
 
-def build_app(engine: ChatEngine, title: str = "wenet-echat: empathetic spoken chat", info: str = "") -> Any:
-    """The gradio Blocks of the demo (not launched)."""
+def has_vad() -> bool:
+    return importlib.util.find_spec("silero_vad") is not None
+
+
+def build_app(engine: ChatEngine, title: str = "wenet-echat: empathetic spoken chat", info: str = "",
+              vad_silence_ms: int = 700) -> Any:
+    """The gradio Blocks of the demo (not launched). With silero-vad installed it has a hands-free panel: a live
+    microphone whose turns end at a pause of ``vad_silence_ms``."""
     import gradio as gr
 
-    app = ChatApp(engine)
+    app = ChatApp(engine, vad_silence_ms)
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(f"## {html.escape(title)}\n{html.escape(info)}")
         session = gr.State(None)
@@ -216,6 +253,12 @@ def build_app(engine: ChatEngine, title: str = "wenet-echat: empathetic spoken c
                                     elem_id="user_audio")
                 text_in = gr.Textbox(label="Text (for TTS and text chat)", lines=2, elem_id="user_text")
                 task = gr.Dropdown(choices=TASK_CHOICES, value="s2s_think", label="Task", elem_id="task")
+                if has_vad():
+                    with gr.Accordion("Hands-free: answer when you stop talking", open=False):
+                        live = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Live microphone",
+                                        elem_id="live_mic")
+                        turn = gr.Textbox(visible=False, elem_id="turn_path")
+                        detector = gr.State(None)
                 with gr.Row():
                     send = gr.Button("Send", variant="primary", elem_id="send")
                     stop = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -235,6 +278,9 @@ def build_app(engine: ChatEngine, title: str = "wenet-echat: empathetic spoken c
         audio_in.stop_recording(app.respond, inputs, outputs)
         stop.click(app.stop, [session], None, queue=False)
         reset.click(app.reset, [session], outputs)
+        if has_vad():
+            live.stream(app.listen, [live, detector], [turn, detector, status], stream_every=0.5)
+            turn.change(app.respond, [turn, text_in, task, session, messages], outputs)
     return demo
 
 
@@ -260,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"error: cannot load the model: {e}")
     info = f"model: {engine.loaded.checkpoint}; " + (
         f"voice: {args.token2wav_dir}" if engine.token2wav is not None else "no token2wav model: text replies only")
-    demo = build_app(engine, info=info)
+    demo = build_app(engine, info=info, vad_silence_ms=args.vad_silence_ms)
     demo.queue(default_concurrency_limit=args.concurrency)
     log.info("serving on http://%s:%d", args.host, args.port)
     demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False, show_error=True,
