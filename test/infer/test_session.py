@@ -122,8 +122,8 @@ def test_streaming_and_whole_synthesis_give_the_same_reply(memorised):
 def test_threaded_and_inline_synthesis_give_the_same_audio(memorised):
     loaded, recs, _ = memorised
     audio = read_wav(recs[0]["wav"])
-    inline = engine(loaded, synth_thread=False).session().respond("s2s_think", audio=audio)
-    threaded = engine(loaded).session().respond("s2s_think", audio=audio)
+    inline = engine(loaded).session().respond("s2s_think", audio=audio)
+    threaded = engine(loaded, synth_thread=True).session().respond("s2s_think", audio=audio)
     np.testing.assert_array_equal(inline.audio, threaded.audio)
 
 
@@ -187,7 +187,7 @@ def test_cancel_from_another_thread(random_loaded, memorised):
 def test_cancel_during_speech_keeps_the_history_unchanged(memorised):
     loaded, recs, _ = memorised
     audio = read_wav(recs[0]["wav"])
-    sess = engine(loaded).session()
+    sess = engine(loaded, synth_thread=True).session()
     first = sess.respond("s2s_think", audio=audio)
     length = sess.context_length()
     res = sess.respond("s2s_think", audio=audio,

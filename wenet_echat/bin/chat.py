@@ -68,6 +68,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--log", default=None, help="JSON lines, one per turn")
     p.add_argument("--history", type=int, default=3, help="exchanges kept as context (0: none)")
     p.add_argument("--no_stream", action="store_true", help="synthesise the reply audio after the last token")
+    p.add_argument("--synth_thread", action="store_true", help="streamed token-to-wave in its own thread")
     p.add_argument("--vocoder", default="neural", choices=VOCODERS)
     p.add_argument("--max_text_tokens", type=int, default=256)
     p.add_argument("--max_speech_tokens", type=int, default=1000)
@@ -89,7 +90,7 @@ def chat_conf(args: argparse.Namespace) -> ChatConf:
                        text=SamplingConf(args.text_temperature, args.text_top_k, args.text_top_p),
                        speech=SamplingConf(args.speech_temperature, args.speech_top_k, args.speech_top_p))
     return ChatConf(max_history_turns=args.history, stream_audio=not args.no_stream, vocoder=args.vocoder,
-                    speech_blocking=not args.no_speech_blocking, generate=gen)
+                    speech_blocking=not args.no_speech_blocking, synth_thread=args.synth_thread, generate=gen)
 
 
 class Printer:

@@ -76,7 +76,9 @@ class ChatConf:
     vocoder: str = "neural"
     busy_timeout_s: float = 30.0
     speech_blocking: bool = True  # OSUM-EChat's speech-code repetition blocking (S3 silence rule for 4096 codes)
-    synth_thread: bool = True  # streamed token-to-wave in its own thread, overlapping LLM decoding
+    # streamed token-to-wave in its own thread, overlapping LLM decoding (pays off with spare cores or a GPU; on a
+    # busy 2-core CPU the inline default gave the earlier first chunk: bench/latency.py)
+    synth_thread: bool = False
     generate: GenerateConf = field(default_factory=GenerateConf)
 
 
