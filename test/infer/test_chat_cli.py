@@ -1,6 +1,9 @@
 import io
 import json
+import shutil
+import subprocess
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -60,3 +63,26 @@ def test_errors_are_named(chat_dirs, tmp_path):
     bad.write_bytes(b"RIFF....not really")
     with pytest.raises(SystemExit, match="bad.wav is not an audio file that can be read"):
         chat.main(["--model_dir", str(model_dir), "--wav", str(bad)])
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_vad_cuts_a_recording_into_turns(chat_dirs, tmp_path, capsys):
+    pytest.importorskip("silero_vad")
+    model_dir, t2w_dir, _ = chat_dirs
+    parts = []
+    for i, sentence in enumerate(("My exam is tomorrow and I am scared.", "The train was late again today.")):
+        path = tmp_path / f"{i}.wav"
+        subprocess.run(["espeak-ng", "-w", str(path), sentence], check=True)
+        wav, sr = sf.read(path, dtype="float32")
+        parts += [wav, np.zeros(sr, np.float32)]
+    sf.write(tmp_path / "long.wav", np.concatenate(parts), sr)
+    log = tmp_path / "vad.jsonl"
+    assert chat.main(["--model_dir", str(model_dir), "--token2wav_dir", str(t2w_dir),
+                      "--wav", str(tmp_path / "long.wav"), "--vad", "--vad_silence_ms", "500",
+                      "--out_dir", str(tmp_path / "turns"), "--log", str(log),
+                      "--max_text_tokens", "10", "--max_speech_tokens", "10", "--history", "0"]) == 0
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [r["turn"] for r in rows] == [1, 2]
+    for r, part in zip(rows, parts[::2]):
+        assert r["input"].endswith(f"user_{r['turn']:03d}.wav")
+        assert abs(sf.info(r["input"]).duration - part.size / sr) < 0.8
