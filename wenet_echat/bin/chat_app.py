@@ -237,7 +237,7 @@ def has_vad() -> bool:
 
 
 def build_app(engine: ChatEngine, title: str = "wenet-echat: empathetic spoken chat", info: str = "",
-              vad_silence_ms: int = 700) -> Any:
+              vad_silence_ms: int = 700, task: str = "s2s_think") -> Any:
     """The gradio Blocks of the demo (not launched). With silero-vad installed it has a hands-free panel: a live
     microphone whose turns end at a pause of ``vad_silence_ms``."""
     import gradio as gr
@@ -252,7 +252,7 @@ def build_app(engine: ChatEngine, title: str = "wenet-echat: empathetic spoken c
                 audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Your voice",
                                     elem_id="user_audio")
                 text_in = gr.Textbox(label="Text (for TTS and text chat)", lines=2, elem_id="user_text")
-                task = gr.Dropdown(choices=TASK_CHOICES, value="s2s_think", label="Task", elem_id="task")
+                task_in = gr.Dropdown(choices=TASK_CHOICES, value=task, label="Task", elem_id="task")
                 if has_vad():
                     with gr.Accordion("Hands-free: answer when you stop talking", open=False):
                         live = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Live microphone",
@@ -273,14 +273,14 @@ def build_app(engine: ChatEngine, title: str = "wenet-echat: empathetic spoken c
                 whole = gr.Audio(label="Reply audio", type="numpy", interactive=False, elem_id="reply_audio")
                 status = gr.Markdown("", elem_id="status")
         outputs = [chatbot, think, reply, stream, whole, status, session, messages]
-        inputs = [audio_in, text_in, task, session, messages]
+        inputs = [audio_in, text_in, task_in, session, messages]
         send.click(app.respond, inputs, outputs)
         audio_in.stop_recording(app.respond, inputs, outputs)
         stop.click(app.stop, [session], None, queue=False)
         reset.click(app.reset, [session], outputs)
         if has_vad():
             live.stream(app.listen, [live, detector], [turn, detector, status], stream_every=0.5)
-            turn.change(app.respond, [turn, text_in, task, session, messages], outputs)
+            turn.change(app.respond, [turn, text_in, task_in, session, messages], outputs)
     return demo
 
 
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"error: cannot load the model: {e}")
     info = f"model: {engine.loaded.checkpoint}; " + (
         f"voice: {args.token2wav_dir}" if engine.token2wav is not None else "no token2wav model: text replies only")
-    demo = build_app(engine, info=info, vad_silence_ms=args.vad_silence_ms)
+    demo = build_app(engine, info=info, vad_silence_ms=args.vad_silence_ms, task=args.task)
     demo.queue(default_concurrency_limit=args.concurrency)
     log.info("serving on http://%s:%d", args.host, args.port)
     demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False, show_error=True,
