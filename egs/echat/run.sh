@@ -59,6 +59,7 @@ Stages:
      -> $exp/<dir>/decode_test_<name>/{hyp.jsonl,hyp.summary.json,reply_wavs/}
  13  score them per EChat-eval category -> $exp/<dir>/decode_test_<name>/{results.md,results.json,plots/}
  14  merge the systems into $exp/RESULTS.md and print the summary table
+ 15  demo gallery (index.html + audio, plays from file://) per S2S system -> $exp/<dir>/decode_test_<name>/gallery
 Options (default):
   --stage ($stage) --stop_stage ($stop_stage) --nj ($nj)
   --seed ($seed) --hours ($hours) --dev_hours ($dev_hours) --test_hours ($test_hours)
@@ -192,7 +193,7 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     # from-scratch configs pre-train the encoder first (CTC + cue classifiers), standing in for the pretrained
     # Whisper encoder of the paper; stage 1 then takes its encoder.* weights
     log "  encoder pre-training ($conf_dir/train_encoder.yaml) -> $exp/encoder"
-    train_stage encoder "$exp/encoder" "" "" "${lists[@]}"
+    train_stage encoder "$exp/encoder" "" "" "$(data_list train)"
     enc_init=$exp/encoder/final enc_prefixes=encoder.
   fi
   train_stage stage1 "$exp/stage1" "$enc_init" "$enc_prefixes" "${lists[@]}"
@@ -337,6 +338,18 @@ if [ "$stage" -le 14 ] && [ "$stop_stage" -ge 14 ]; then
   if [ ${#systems[@]} -eq 0 ]; then log "  no scored system: run stages 12-13 first"; exit 1; fi
   python -m wenet_echat.bin.report --systems "${systems[@]}" --out "$exp/RESULTS.md" \
     --title "EChat-mini test, $(basename "$conf_dir") configs"
+fi
+
+if [ "$stage" -le 15 ] && [ "$stop_stage" -ge 15 ]; then
+  log "stage 15: demo gallery of the S2S decoding"
+  while read -r name dir think; do
+    out=$dir/decode_test_$name
+    [ -f "$out/hyp.jsonl" ] || { log "  $out/hyp.jsonl missing (stage 12): $name left out"; continue; }
+    if up_to_date "$out/gallery/index.html" "$out/hyp.jsonl"; then log "  $out/gallery up to date"; continue; fi
+    sessions=(); [ -f "$exp/chat/session.jsonl" ] && sessions=(--session "$exp/chat/session.jsonl")
+    run_logged "$out/log/gallery.log" python -m wenet_echat.bin.make_gallery --out_dir "$out/gallery" \
+      --hyp "$out/hyp.jsonl" --data_list "$data/test/data.list" "${sessions[@]}" --title "EChat-mini, $name"
+  done < <(s2s_dirs)
 fi
 
 log "done (stages $stage..$stop_stage)"

@@ -249,3 +249,20 @@ def test_decode_blocks_repeated_codes_inside_generation(trained):
         assert len(r["speech_tokens"]) == 30 and find_violations(r["speech_tokens"], blocker) == []
         assert len(r["speech_times"]) == 30 and r["latency_estimated"] is False
     assert json.loads((root / "hook_hyp.summary.json").read_text())["speech_blocking"]["rule"]["max_run"] == 2
+
+
+def test_tokenizer_path_resolves_from_any_directory(tmp_path, monkeypatch):
+    from wenet_echat.infer.decode import resolve_tokenizer_paths
+
+    recipe = tmp_path / "recipe"
+    (recipe / "data" / "lang").mkdir(parents=True)
+    (recipe / "data" / "lang" / "spm.model").write_bytes(b"x")
+    model_dir = recipe / "exp" / "stage1"
+    model_dir.mkdir(parents=True)
+    conf = {"type": "sentencepiece", "model": "data/lang/spm.model"}
+    monkeypatch.chdir(tmp_path)
+    assert resolve_tokenizer_paths(conf, model_dir)["model"] == str(recipe.resolve() / "data/lang/spm.model")
+    monkeypatch.chdir(recipe)  # found from the working directory: kept as written
+    assert resolve_tokenizer_paths(conf, model_dir)["model"] == "data/lang/spm.model"
+    missing = {"type": "sentencepiece", "model": "data/lang/other.model"}
+    assert resolve_tokenizer_paths(missing, model_dir) == missing

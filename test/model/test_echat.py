@@ -221,3 +221,36 @@ def test_auxiliary_ctc_only_on_asr_batches(setup):
     assert "ctc" not in model(**tag)
     with pytest.raises(KeyError, match="unknown model config"):
         build_model({**tiny_model_conf(), "ctc_wieght": 1.0}, tok.vocab_size, tok.eos_id, tok.pad_id)
+
+
+def test_generate_tts_starts_at_speech_bos(setup):
+    """TTS has no text target: decoding goes straight from the prompt to speech (as trained) and reproduces
+    memorised gold codes; the processors hook sees each row's codes so far."""
+    tok, _, batch = setup
+    torch.manual_seed(3)
+    model = build_model(tiny_model_conf(), tok.vocab_size, tok.eos_id, tok.pad_id)
+    with torch.enable_grad():
+        inp = to_device(make_inputs(batch, "tts", tok, model.audio_lengths, model.speech_bos), "cpu")
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        for _ in range(150):
+            loss = model(**inp)["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    prompts = make_inputs(batch, "tts", tok, model.audio_lengths, model.speech_bos, prompt_only=True)
+    assert prompts["speech_only"] == [True] * len(prompts["keys"])
+    seen = []
+
+    def spy(codes, logits):
+        seen.append(list(codes))
+        return logits
+
+    out = model.generate(**{k: prompts[k] for k in ("input_ids", "kinds", "attention_mask", "position_ids")},
+                         speak=prompts["speak"], speech_only=prompts["speech_only"],
+                         conf=GenerateConf(max_text_tokens=40, max_speech_tokens=40, speech_processors=[spy]))
+    for row, rec in zip(out, prompts["records"]):
+        assert row["text_ids"] == [] and row["first_text_s"] is None
+        assert row["speech_ids"] == rec["response_tokens"] and row["finished"]
+        assert len(row["speech_times"]) == len(row["speech_ids"])
+    assert seen[0] == [] and any(len(c) > 0 for c in seen)

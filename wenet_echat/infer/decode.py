@@ -45,6 +45,22 @@ class LoadedModel:
     checkpoint: str
 
 
+def resolve_tokenizer_paths(conf: dict[str, Any], model_dir: Path) -> dict[str, Any]:
+    """The tokenizer config with relative ``model``/``path`` entries made usable from any directory: kept when they
+    exist from the current directory, else taken relative to the nearest ancestor of ``model_dir`` holding them
+    (``train.yaml`` stores them relative to the recipe directory, e.g. ``data/lang/spm.model``)."""
+    out = dict(conf)
+    for key in ("model", "path"):
+        value = out.get(key)
+        if not isinstance(value, str) or Path(value).is_absolute() or Path(value).exists():
+            continue
+        for base in Path(model_dir).resolve().parents:
+            if (base / value).exists():
+                out[key] = str(base / value)
+                break
+    return out
+
+
 def load_model_dir(model_dir: str | Path, checkpoint: str | None = None, device: str = "cpu") -> LoadedModel:
     """Model + tokenizer from ``model_dir/train.yaml`` and a checkpoint (a tag under ``model_dir``, a path to a
     checkpoint directory or ``.pt`` file; default: the ``latest`` one)."""
@@ -53,7 +69,7 @@ def load_model_dir(model_dir: str | Path, checkpoint: str | None = None, device:
     if not conf_path.is_file():
         raise FileNotFoundError(f"{conf_path} not found: is '{model_dir}' a directory written by bin/train.py?")
     conf = load_config(conf_path)
-    tok = build_tokenizer(conf["tokenizer"])
+    tok = build_tokenizer(resolve_tokenizer_paths(conf["tokenizer"], model_dir))
     model = build_model(conf["model"], tok.vocab_size, tok.eos_id, tok.pad_id)
     if checkpoint is None:
         ckpt: Path = resolve_checkpoint(model_dir)
@@ -135,7 +151,7 @@ def decode_batch(loaded: LoadedModel, batch: dict[str, Any], task: str, gen: Gen
     tensors = {k: inputs[k].to(device) for k in ("input_ids", "kinds", "attention_mask", "position_ids",
                                                    "feats", "feats_lengths") if k in inputs}
     with torch.inference_mode():
-        outs = model.generate(**tensors, speak=inputs["speak"], conf=gen)
+        outs = model.generate(**tensors, speak=inputs["speak"], conf=gen, speech_only=inputs.get("speech_only"))
     return [hyp_row(key, task, out, tok, speak) for key, out, speak in zip(inputs["keys"], outs, inputs["speak"])]
 
 

@@ -234,10 +234,11 @@ class EChatModel(nn.Module):
     def generate(self, input_ids: torch.Tensor, kinds: torch.Tensor, attention_mask: torch.Tensor,
                  position_ids: torch.Tensor, speak: list[bool], feats: torch.Tensor | None = None,
                  feats_lengths: torch.Tensor | None = None, audio_rows: list[list[int]] | None = None,
-                 conf: GenerateConf | None = None) -> list[dict[str, Any]]:
+                 conf: GenerateConf | None = None, speech_only: list[bool] | None = None) -> list[dict[str, Any]]:
         """Batched decoding of left-padded prompts (see :func:`wenet_echat.text.targets.collate`).
 
-        ``speak[b]``: row ``b`` goes on to the speech phase after its text EOS. Returns per row ``text_ids``
+        ``speak[b]``: row ``b`` goes on to the speech phase after its text EOS; ``speech_only[b]``: row ``b`` has no
+        text phase (TTS: the speech BOS follows the prompt, as in training). Returns per row ``text_ids``
         (without EOS), ``speech_ids`` (codes, without BOS/EOS), ``finished`` and the step/time of the first text
         and first speech token (seconds from the call).
         """
@@ -260,7 +261,9 @@ class EChatModel(nn.Module):
         hidden = hidden[:, -1]
         next_pos = position_ids[:, -1] + 1
         # phase per row: 0 text, 1 speech BOS to force, 2 speech, 3 done
-        phase = [0] * batch
+        if speech_only is not None and len(speech_only) != batch:
+            raise ValueError(f"speech_only has {len(speech_only)} entries for {batch} rows")
+        phase = [1 if speech_only and speech_only[b] and speak[b] else 0 for b in range(batch)]
         res: list[dict[str, Any]] = [{"text_ids": [], "speech_ids": [], "speech_times": [], "finished": False,
                                       "first_text_s": None, "first_speech_s": None} for _ in range(batch)]
         lm_head = self.llama_model.get_output_embeddings()

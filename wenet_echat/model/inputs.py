@@ -113,6 +113,7 @@ def make_inputs(batch: dict[str, Any], task: str, tokenizer: TextTokenizer, audi
     out["records"] = [records[i] for i in keep]
     out["task"] = task
     out["speak"] = [task in SPEECH_TASKS] * len(keep)
+    out["speech_only"] = [task == "tts"] * len(keep)  # no text target: generation starts at the speech BOS
     return out
 
 
