@@ -85,22 +85,13 @@ def decode(model_dir, tmp_path):
     return [json.loads(x) for x in out.read_text().splitlines()]
 
 
-BF16_GAP = ("EChatModel.generate feeds the bf16 hidden states of a bf16 LLM into the fp32 speech head without a "
-            "cast or autocast, so decoding a model whose llm_conf.torch_dtype is bfloat16 (conf/paper) fails")
-
-
 def test_decode_with_the_paper_bf16_llm(setup, tmp_path):
     root, qwen, _, state = setup
     model_dir = tmp_path / "bf16"
     assert cli.main(["--checkpoint", write_official(tmp_path / "tag_think_final.pt", state), "--config",
                      str(root / "model.yaml"), "--llm_dir", str(qwen), "--model_dir", str(model_dir)]) == 0
     assert yaml.safe_load((model_dir / "train.yaml").read_text())["model"]["llm_conf"]["torch_dtype"] == "bfloat16"
-    try:
-        rows = decode(model_dir, tmp_path)
-    except RuntimeError as e:
-        if "must have the same dtype" in str(e):
-            pytest.xfail(BF16_GAP)
-        raise
+    rows = decode(model_dir, tmp_path)  # the speech head runs in its own dtype
     assert len(rows) == 4
 
 
