@@ -116,20 +116,25 @@ def _greedy_reference(model, prompts, b, text_ids, speech_ids):
     return want_text, want_speech
 
 
-@torch.no_grad()
-def test_generate_equals_uncached_greedy_and_respects_phases(setup):
-    tok, _, batch = setup
-    torch.manual_seed(2)
+def memorised_model(tok, batch, task: str, seed: int, steps: int = 150):
+    """A tiny model trained on ``batch`` for ``task`` until it nearly memorises it (eval mode)."""
+    torch.manual_seed(seed)
     model = build_model(tiny_model_conf(), tok.vocab_size, tok.eos_id, tok.pad_id)
     with torch.enable_grad():
-        inp = to_device(make_inputs(batch, "s2s_chat", tok, model.audio_lengths, model.speech_bos), "cpu")
+        inp = to_device(make_inputs(batch, task, tok, model.audio_lengths, model.speech_bos), "cpu")
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-        for _ in range(150):  # nearly memorise four examples so the decode runs through both phases
+        for _ in range(steps):
             loss = model(**inp)["loss"]
             opt.zero_grad()
             loss.backward()
             opt.step()
-    model.eval()
+    return model.eval()
+
+
+@torch.no_grad()
+def test_generate_equals_uncached_greedy_and_respects_phases(setup):
+    tok, _, batch = setup
+    model = memorised_model(tok, batch, "s2s_chat", seed=2)  # the decode runs through both phases
     prompts = make_inputs(batch, "s2s_chat", tok, model.audio_lengths, model.speech_bos, prompt_only=True)
     assert prompts["lengths"].unique().numel() == 1 or (prompts["attention_mask"][:, 0] == 0).any()
     out = model.generate(**{k: prompts[k] for k in ("input_ids", "kinds", "attention_mask", "position_ids",
@@ -227,17 +232,7 @@ def test_generate_tts_starts_at_speech_bos(setup):
     """TTS has no text target: decoding goes straight from the prompt to speech (as trained) and reproduces
     memorised gold codes; the processors hook sees each row's codes so far."""
     tok, _, batch = setup
-    torch.manual_seed(3)
-    model = build_model(tiny_model_conf(), tok.vocab_size, tok.eos_id, tok.pad_id)
-    with torch.enable_grad():
-        inp = to_device(make_inputs(batch, "tts", tok, model.audio_lengths, model.speech_bos), "cpu")
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-        for _ in range(150):
-            loss = model(**inp)["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
+    model = memorised_model(tok, batch, "tts", seed=3)
     prompts = make_inputs(batch, "tts", tok, model.audio_lengths, model.speech_bos, prompt_only=True)
     assert prompts["speech_only"] == [True] * len(prompts["keys"])
     seen = []
