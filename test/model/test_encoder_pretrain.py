@@ -138,3 +138,18 @@ def test_trainer_run_then_stage1_init(tmp_path, corpus):
     for k, v in echat.encoder.state_dict().items():
         assert torch.equal(v, state[f"encoder.{k}"])
     assert Path(enc_dir / "final" / "model.pt").is_file()
+
+
+def test_mini_recipe_config_builds_the_stage1_encoder():
+    """conf/mini/train_encoder.yaml builds exactly the encoder stage 1 (conf/mini/train_stage1.yaml) loads."""
+    from wenet_echat.train.trainer import TrainConf
+    from wenet_echat.utils.config import load_config
+
+    conf_dir = Path(__file__).resolve().parents[2] / "egs" / "echat" / "conf" / "mini"
+    pre = load_config(conf_dir / "train_encoder.yaml")
+    TrainConf.from_dict(pre["train_conf"])
+    pretrain = build_model(pre["model"], 1000, 2, 0)
+    stage1 = build_model(load_config(conf_dir / "train_stage1.yaml")["model"], 1000, 2, 0)
+    assert isinstance(pretrain, EncoderPretrainModel) and pretrain.ctc_units == "char"
+    want = {k: v.shape for k, v in stage1.encoder.state_dict().items()}
+    assert {k: v.shape for k, v in pretrain.encoder.state_dict().items()} == want
