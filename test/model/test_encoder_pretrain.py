@@ -79,7 +79,12 @@ def test_make_inputs_targets(corpus):
     assert inp["feats"].shape[0] == 5 and inp["attention_mask"].shape == inp["feats"].shape[:2]
 
 
-def overfit(model, inp, steps):
+def overfit(corpus, pconf: dict, task: str, n: int, steps: int):
+    """A fresh pre-training model fitted to the first ``n`` records; (first losses, outputs after, in eval mode)."""
+    _, data_list, _, tok = corpus
+    torch.manual_seed(0)
+    model = build_model(pretrain_conf(**pconf), tok.vocab_size, tok.eos_id, tok.pad_id)
+    inp = to_device(model.make_inputs(first_batch(data_list, tok, n=n), task, tok), "cpu")
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = None
     for _ in range(steps):
@@ -94,22 +99,14 @@ def overfit(model, inp, steps):
 
 
 def test_cues_are_learned(corpus):
-    _, data_list, _, tok = corpus
-    torch.manual_seed(0)
-    model = build_model(pretrain_conf(ctc_weight=0.0), tok.vocab_size, tok.eos_id, tok.pad_id)
-    inp = to_device(model.make_inputs(first_batch(data_list, tok, n=12), "tag", tok), "cpu")
-    first, out = overfit(model, inp, 40)
+    first, out = overfit(corpus, {"ctc_weight": 0.0}, "tag", n=12, steps=40)
     assert "ctc" not in out and float(out["loss"]) < 0.2 * first["loss"]
     # the fixture's pitch follows the labels: every cue is separable
     assert float(out["acc"]) == 1.0 and all(float(out[f"acc_{c}"]) == 1.0 for c in ("age", "gender", "emotion"))
 
 
 def test_ctc_falls(corpus):
-    _, data_list, _, tok = corpus
-    torch.manual_seed(0)
-    model = build_model(pretrain_conf(cue_weight=0.0), tok.vocab_size, tok.eos_id, tok.pad_id)
-    inp = to_device(model.make_inputs(first_batch(data_list, tok, n=2), "asr", tok), "cpu")
-    first, out = overfit(model, inp, 80)
+    first, out = overfit(corpus, {"cue_weight": 0.0}, "asr", n=2, steps=80)
     assert float(out["ctc"]) < 0.3 * first["ctc"]
 
 

@@ -23,10 +23,9 @@ import torch
 
 from wenet_echat.llm import backbone, run_decoder
 from wenet_echat.model import EChatModel, GenerateConf
+from wenet_echat.model.echat import SpeechProcessor, next_speech_code
 from wenet_echat.text.targets import KIND_AUDIO, KIND_SPEECH, KIND_TEXT
 from wenet_echat.text.tokenizer import IM_END, IM_START, TextTokenizer
-
-SpeechProcessor = Callable[[list[int], torch.Tensor], torch.Tensor]
 
 
 def crop_cache(cache: Any, length: int) -> None:
@@ -148,15 +147,8 @@ def decode_steps(dec: IncrementalDecoder, speak: bool, conf: GenerateConf, state
         if cancelled():
             state.cancelled = True
             return
-        logits = dec.speech_logits()
-        if speech_processors:  # one row's logits (codes + 1,), as EChatModel.generate calls them
-            row = logits[0].clone()
-            for proc in speech_processors:
-                row = proc(state.speech_ids, row)
-            logits = row.unsqueeze(0)
-        tok = int(conf.speech.pick(logits, gen)[0])
-        if tok == bos and len(state.speech_ids) < conf.min_speech_tokens:
-            tok = int(logits[0, : model.speech_codes].argmax())
+        tok = next_speech_code(dec.speech_logits()[0], state.speech_ids, conf, model.speech_codes,
+                               speech_processors, gen)
         if tok == bos:
             state.finished = True
             return

@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,9 @@ from wenet_echat.model.encoder_pretrain import ECHAT_KEYS, EncoderPretrainModel,
 from wenet_echat.model.inputs import make_inputs
 from wenet_echat.text.targets import IGNORE_ID, KIND_AUDIO, KIND_SPEECH, KIND_TEXT, joint_labels
 from wenet_echat.text.tokenizer import TextTokenizer
+
+# speech-phase logits processor: (codes so far, one row's logits (codes + 1,)) -> logits
+SpeechProcessor = Callable[[list[int], torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -82,7 +85,7 @@ class GenerateConf:
     speech: SamplingConf = field(default_factory=SamplingConf)
     seed: int | None = None
     # speech-phase logits processors: (codes so far, logits (codes + 1,)) -> logits, applied in order
-    speech_processors: list[Callable[[list[int], torch.Tensor], torch.Tensor]] = field(default_factory=list)
+    speech_processors: list[SpeechProcessor] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, conf: dict[str, Any] | None) -> GenerateConf:
@@ -90,6 +93,22 @@ class GenerateConf:
         text = SamplingConf(**conf.pop("text", {}) or {})
         speech = SamplingConf(**conf.pop("speech", {}) or {})
         return cls(text=text, speech=speech, **conf)
+
+
+def next_speech_code(logits: torch.Tensor, codes: list[int], conf: GenerateConf, speech_codes: int,
+                     processors: Sequence[SpeechProcessor] = (), gen: torch.Generator | None = None) -> int:
+    """One row's next speech id from its speech logits ``(codes + 1,)`` (the last class is the speech EOS): the
+    ``processors`` map ``(codes so far, logits)`` to new logits, ``conf.speech`` picks, and an EOS before
+    ``conf.min_speech_tokens`` codes becomes the best code. Shared by :meth:`EChatModel.generate` and the
+    streaming decoder (``wenet_echat.infer.stream``) so both pick alike."""
+    if processors:
+        logits = logits.clone()
+        for proc in processors:
+            logits = proc(codes, logits)
+    tok = int(conf.speech.pick(logits.unsqueeze(0), gen)[0])
+    if tok == speech_codes and len(codes) < conf.min_speech_tokens:
+        tok = int(logits[:speech_codes].argmax())
+    return tok
 
 
 class EChatModel(nn.Module):
@@ -269,19 +288,18 @@ class EChatModel(nn.Module):
         lm_head = self.llama_model.get_output_embeddings()
         limit = conf.max_text_tokens + (conf.max_speech_tokens + 2 if any(speak) else 0)
         for _ in range(limit):
-            text_tok = conf.text.pick(lm_head(hidden)[:, : self.text_vocab_size].float(), gen)
-            speech_logits = self.speech_head(hidden.to(self.speech_head.weight.dtype)).float()
-            for b in range(batch):  # e.g. repetition blocking of speech codes (infer/repetition.py)
-                if phase[b] == 2:
-                    for proc in conf.speech_processors:
-                        speech_logits[b] = proc(res[b]["speech_ids"], speech_logits[b])
-            speech_tok = conf.speech.pick(speech_logits, gen)
+            # each head only while some row is in its phase
+            text_tok = (conf.text.pick(lm_head(hidden)[:, : self.text_vocab_size].float(), gen)
+                        if 0 in phase else None)
+            speech_logits = (self.speech_head(hidden.to(self.speech_head.weight.dtype)).float()
+                             if 2 in phase else None)
             ids = torch.full((batch,), self.pad_id, dtype=torch.long, device=input_ids.device)
             step_kinds = torch.full_like(ids, KIND_TEXT)
             now = time.perf_counter() - t0
             for b in range(batch):
                 r = res[b]
                 if phase[b] == 0:
+                    assert text_tok is not None
                     tok = int(text_tok[b])
                     if tok == self.eos_id or len(r["text_ids"]) >= conf.max_text_tokens:
                         phase[b] = 1 if speak[b] else 3
@@ -295,9 +313,9 @@ class EChatModel(nn.Module):
                     phase[b] = 2
                     ids[b], step_kinds[b] = self.speech_bos, KIND_SPEECH
                 elif phase[b] == 2:
-                    tok = int(speech_tok[b])
-                    if tok == self.speech_bos and len(r["speech_ids"]) < conf.min_speech_tokens:
-                        tok = int(speech_logits[b, : self.speech_codes].argmax())
+                    assert speech_logits is not None
+                    tok = next_speech_code(speech_logits[b], r["speech_ids"], conf, self.speech_codes,
+                                           conf.speech_processors, gen)
                     if tok == self.speech_bos or len(r["speech_ids"]) >= conf.max_speech_tokens:
                         phase[b] = 3
                         r["finished"] = tok == self.speech_bos
@@ -365,4 +383,4 @@ def build_model(conf: dict[str, Any], text_vocab_size: int, eos_id: int,
                       ctc_weight=float(conf.get("ctc_weight", 0.0)))
 
 
-__all__ = ["EChatModel", "GenerateConf", "SamplingConf", "build_model"]
+__all__ = ["EChatModel", "GenerateConf", "SamplingConf", "SpeechProcessor", "build_model", "next_speech_code"]
