@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import statistics
 import sys
@@ -65,6 +66,10 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--text_tokens", type=int, default=64)
     p.add_argument("--speech_tokens", type=int, default=100)
+    p.add_argument("--first_chunk", type=int, default=None,
+                   help="streaming: speech tokens before the first audio chunk (default: the token2wav config)")
+    p.add_argument("--lookahead", type=int, default=None,
+                   help="streaming: tokens of right context withheld per chunk (default: the token2wav config)")
     p.add_argument("--json", default=None, help="also write the numbers here")
     return p.parse_args(argv)
 
@@ -187,10 +192,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(sys.stderr):
         conf = ChatConf(generate=gen, max_history_turns=0)
         engine, source = pick_models(args, Path(tmp), conf)
+        if engine.token2wav is not None:
+            changes = {k: v for k, v in (("first_chunk", args.first_chunk), ("lookahead", args.lookahead))
+                       if v is not None}
+            engine.token2wav.streaming = dataclasses.replace(engine.token2wav.streaming, **changes)
+        sched = engine.token2wav.streaming if engine.token2wav is not None else None
         wav, wav_name = user_audio(args)
         print(f"models model={engine.loaded.checkpoint} token2wav={'yes' if engine.token2wav else 'no'} "
               f"vocoder={engine.vocoder} ({source}) input={wav_name} ({wav.size / 16000:.2f} s) "
-              f"threads={args.threads}")
+              f"threads={args.threads}"
+              + (f" first_chunk={sched.first_chunk} lookahead={sched.lookahead}" if sched is not None else ""))
         results: dict[str, Any] = {"models": source, "checkpoint": engine.loaded.checkpoint, "turns": []}
         for task in ("s2s_think", "s2s_chat"):
             for mode in ("stream", "stream_inline", "whole"):

@@ -29,6 +29,8 @@ nproc=1               # training processes on this node (>1: torchrun, one per G
 threads=2             # torch threads per training/decoding process on CPU
 train_extra=""        # extra bin/train.py arguments, e.g. "--override train_conf.max_epoch=1"
 speech_codes=512      # k-means speech-token codebook (mini; paper scale: S3Tokenizer, 4096)
+reply_asr=false       # true: stages 1 and 2 also train ASR on the reply audio (train_reply_asr, one voice, ~45 % of
+                      # the audio); the mini stages reach their accuracy on the labelled list alone, in half the time
 think=true            # false: stage 3 without dual thinking (the paper's ablation) -> $exp/stage3_nothink
 t2w_flow_minutes=8    # token-to-wave training budget (CPU minutes) of the flow model ...
 t2w_vocoder_minutes=4 # ... and of the vocoder (regression warm start)
@@ -46,7 +48,7 @@ Stages:
   2  optional feature dump (--dump_feats true): kaldiio ark/scp of $feats_type -> $data/<set>/feats
   3  shards (--data_type shard): tar shards -> $data/<set>/shards, list $data/<set>/data.shards.list
   4  text tokenizer: SentencePiece on the train text, replies and CoTs -> $data/lang/spm.model
-  5  train stage 1 (understanding: ASR + tags; + ASR on the reply audio) -> $exp/stage1; configs with a
+  5  train stage 1 (understanding: ASR + tags; --reply_asr: + ASR on the reply audio) -> $exp/stage1; configs with a
      train_encoder.yaml (conf/mini) first pre-train the encoder (char CTC + cue classifiers) -> $exp/encoder
   6  decode + score stage 1 on dev/test (ASR WER/CER, per-cue tag accuracy) -> $exp/stage1/decode_<set>/results.md
   7  speech tokens: k-means units on the train reply audio, response_tokens for every split -> data.tok.list
@@ -67,7 +69,7 @@ Options (default):
   --data_type ($data_type; raw|shard) --num_utts_per_shard ($num_utts_per_shard)
   --dump_feats ($dump_feats) --feats_type ($feats_type; whisper_log_mel|fbank)
   --spm_vocab ($spm_vocab) --conf_dir ($conf_dir) --nproc ($nproc) --threads ($threads)
-  --train_extra ("$train_extra") --speech_codes ($speech_codes) --think ($think)
+  --train_extra ("$train_extra") --speech_codes ($speech_codes) --reply_asr ($reply_asr) --think ($think)
   --t2w_flow_minutes ($t2w_flow_minutes) --t2w_vocoder_minutes ($t2w_vocoder_minutes) --resynth_utts ($resynth_utts)
   --s2s_systems ("$s2s_systems") --s2s_limit ($s2s_limit) --s2s_batch_size ($s2s_batch_size)
   --judge_conf ($judge_conf)
@@ -185,9 +187,9 @@ train_stage() {
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   log "stage 5: train stage 1 (understanding)"
   cv_list=$(data_list dev)
-  # ASR on the reply audio joins when the corpus has it (local/make_reply_asr_list.py; a corpus without reply audio
-  # has no such list)
-  lists=("$(data_list train)"); [ -s "$(data_list train_reply_asr)" ] && lists+=("$(data_list train_reply_asr)")
+  # ASR on the reply audio joins with --reply_asr true when the corpus has it (local/make_reply_asr_list.py)
+  lists=("$(data_list train)")
+  [ "$reply_asr" = true ] && [ -s "$(data_list train_reply_asr)" ] && lists+=("$(data_list train_reply_asr)")
   enc_init="" enc_prefixes=""
   if [ -f "$conf_dir/train_encoder.yaml" ]; then
     # from-scratch configs pre-train the encoder first (CTC + cue classifiers), standing in for the pretrained
@@ -240,7 +242,8 @@ fi
 if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
   log "stage 8: train stage 2 (generation and spoken chat)"
   cv_list=$(data_list dev data.tok)
-  lists=("$(data_list train data.tok)"); [ -s "$(data_list train_reply_asr)" ] && lists+=("$(data_list train_reply_asr)")
+  lists=("$(data_list train data.tok)")
+  [ "$reply_asr" = true ] && [ -s "$(data_list train_reply_asr)" ] && lists+=("$(data_list train_reply_asr)")
   train_stage stage2 "$exp/stage2" "$exp/stage1/final" "" "${lists[@]}"
 fi
 

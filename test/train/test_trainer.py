@@ -105,6 +105,34 @@ def test_train_conf_errors():
         TrainConf.from_dict({"tasks": {"sing": 1.0}})
 
 
+def test_task_schedule_conf():
+    c = TrainConf.from_dict({"tasks": {"asr": 1.0, "tag": 1.0},
+                             "task_schedule": [{"until_step": 3, "tasks": {"tag": 1.0}},
+                                               {"until_step": 5, "tasks": {"tag": 1.0, "tts": 0.0}}]})
+    assert [c.tasks_at(s) for s in (0, 2, 3, 4, 5, 100)] == [{"tag": 1.0}] * 2 + [{"tag": 1.0, "tts": 0.0}] * 2 \
+        + [{"asr": 1.0, "tag": 1.0}] * 2
+    assert c.all_tasks == ["asr", "tag", "tts"]
+    bad = [([{"until_step": 3}], "exactly until_step and tasks"),
+           ([{"until_step": 3, "tasks": {"tag": 1}}, {"until_step": 3, "tasks": {"asr": 1}}], r"\[1\].until_step"),
+           ([{"until_step": 0, "tasks": {"tag": 1}}], "above 0"),
+           ([{"until_step": 4, "tasks": {"sing": 1}}], r"task_schedule\[0\].tasks"),
+           ([{"until_step": 4, "tasks": {"tag": 0}}], "positive sum")]
+    for schedule, match in bad:
+        with pytest.raises(ValueError, match=match):
+            TrainConf.from_dict({"task_schedule": schedule})
+
+
+def test_task_schedule_trains_tags_first(tmp_path, corpus):
+    model_dir = tmp_path / "curriculum"
+    run_train(tmp_path, corpus, model_dir, max_steps=8, log_interval=1, tasks={"asr": 1.0},
+              task_schedule=[{"until_step": 4, "tasks": {"tag": 1.0}}])
+    rows = read_log(model_dir)
+    by_step = {r["step"]: {k[5:] for k in r if k.startswith("loss_")} for r in rows if r["kind"] == "train"}
+    assert [by_step[s] for s in range(1, 9)] == [{"tag"}] * 4 + [{"asr"}] * 4
+    cv = [r for r in rows if r["kind"] == "cv"][-1]
+    assert {"cv_loss_asr", "cv_loss_tag"} <= set(cv)  # scored on every task of the curriculum
+
+
 def test_choose_task_only_servable_and_weighted():
     recs = [{"key": "a", "task": ["asr"], "text": "hi", "wav": "x"}]
     rng = random.Random(0)

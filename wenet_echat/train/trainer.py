@@ -2,8 +2,10 @@
 
 One batch of the data pipeline serves one task. The task is drawn per batch from ``train_conf.tasks``
 (``{task: weight}``) among the tasks the batch can serve, from a generator seeded by ``(seed, epoch, batch)``,
-so the choice needs no saved state and a resumed run draws the same tasks. Records that cannot serve the drawn
-task are left out of that batch (counted in the log).
+so the choice needs no saved state and a resumed run draws the same tasks. ``train_conf.task_schedule`` makes
+a curriculum: until a given optimizer step the weights of that entry apply instead (e.g. tags alone first, so the
+LLM learns to read the audio before ASR's text prior dominates). Records that cannot serve the drawn task are
+left out of that batch (counted in the log).
 
 Checkpoints (``<model_dir>/step_N``, ``epoch_N``, ``final``; :mod:`wenet_echat.train.checkpoint`) hold the
 model, optimizer, scheduler, step, RNG states and the data position (epoch and batches consumed). A resumed run
@@ -50,6 +52,9 @@ class TrainConf:
     """``train_conf:`` of a stage config. Unknown keys are errors."""
 
     tasks: dict[str, float] = field(default_factory=lambda: {"asr": 1.0})
+    # curriculum: [{until_step: N, tasks: {...}}, ...] in rising order; steps before N draw from that entry's
+    # weights, steps after the last entry from ``tasks``
+    task_schedule: list[dict[str, Any]] = field(default_factory=list)
     think: bool = True  # s2s_think with the chain of thought (False = the no-thinking ablation)
     think_style: str = "auto"  # auto (record's think, else tag form) | tag | natural (text/think.py)
     train_engine: str = "torch_ddp"
@@ -82,15 +87,48 @@ class TrainConf:
         if unknown:
             raise ValueError(f"unknown train_conf key(s) {unknown}; known: {', '.join(sorted(known))}")
         out = cls(**conf)
-        bad = [t for t in out.tasks if t not in TARGET_TASKS]
-        if bad or not out.tasks:
-            raise ValueError(f"train_conf.tasks must map tasks ({', '.join(TARGET_TASKS)}) to weights, got {out.tasks}")
+        _check_task_weights(out.tasks, "train_conf.tasks")
         if out.think_style not in THINK_STYLES:
             raise ValueError(f"train_conf.think_style must be one of {', '.join(THINK_STYLES)}, "
                              f"got {out.think_style!r}")
-        if any(w < 0 for w in out.tasks.values()) or sum(out.tasks.values()) <= 0:
-            raise ValueError(f"train_conf.tasks weights must be >= 0 with a positive sum, got {out.tasks}")
+        last = 0
+        for i, entry in enumerate(out.task_schedule):
+            where = f"train_conf.task_schedule[{i}]"
+            if not isinstance(entry, dict) or set(entry) != {"until_step", "tasks"}:
+                raise ValueError(f"{where} must be a mapping with exactly until_step and tasks, got {entry!r}")
+            until = entry["until_step"]
+            if not isinstance(until, int) or until <= last:
+                raise ValueError(f"{where}.until_step must be an integer above {last} (rising order), got {until!r}")
+            _check_task_weights(entry["tasks"], f"{where}.tasks")
+            last = until
         return out
+
+    def tasks_at(self, step: int) -> dict[str, float]:
+        """Task weights for the batch that makes optimizer step ``step + 1`` (``step`` steps done)."""
+        for entry in self.task_schedule:
+            if step < entry["until_step"]:
+                return entry["tasks"]
+        return self.tasks
+
+    @property
+    def weight_sets(self) -> list[dict[str, float]]:
+        """``tasks`` and the weights of every ``task_schedule`` entry."""
+        return [self.tasks, *(e["tasks"] for e in self.task_schedule)]
+
+    @property
+    def all_tasks(self) -> list[str]:
+        """Every task named in :attr:`weight_sets`, in first-seen order (what cross-validation scores)."""
+        return list(dict.fromkeys(t for w in self.weight_sets for t in w))
+
+
+def _check_task_weights(tasks: Any, where: str) -> None:
+    if not isinstance(tasks, dict) or not tasks:
+        raise ValueError(f"{where} must map tasks ({', '.join(TARGET_TASKS)}) to weights, got {tasks!r}")
+    bad = [t for t in tasks if t not in TARGET_TASKS]
+    if bad:
+        raise ValueError(f"{where} must map tasks ({', '.join(TARGET_TASKS)}) to weights, got {tasks}")
+    if any(not isinstance(w, int | float) or w < 0 for w in tasks.values()) or sum(tasks.values()) <= 0:
+        raise ValueError(f"{where} weights must be >= 0 with a positive sum, got {tasks}")
 
 
 def choose_task(records: list[dict[str, Any]], weights: dict[str, float], rng: random.Random,
@@ -263,6 +301,7 @@ class Trainer:
         batch_idx = 0
         last_cv: dict[str, Any] = {}
         drawn: Counter[str] = Counter()
+        offered: set[str] = set()  # tasks with a positive weight at some step of this epoch
         t_prev = time.perf_counter()
         while True:
             t0 = time.perf_counter()
@@ -276,14 +315,17 @@ class Trainer:
                 continue
             t_data = time.perf_counter() - t0
             rng = random.Random(f"{c.seed}/{self.epoch}/{batch_idx}")
-            task = choose_task(batch_records(batch), c.tasks, rng, c.think, c.think_style)
+            weights = c.tasks_at(self.step)
+            offered.update(t for t, w in weights.items() if w > 0)
+            task = choose_task(batch_records(batch), weights, rng, c.think, c.think_style)
             inputs = None
             if task is not None:
                 inputs = self.model.make_inputs(batch, task, self.tok, rng, c.think, dropped=self.dropped,
                                                 think_style=c.think_style)
             if inputs is None:
                 if distributed():
-                    raise RuntimeError(f"batch {batch['keys'][:3]}... serves none of the tasks {list(c.tasks)}; "
+                    raise RuntimeError(f"batch {batch['keys'][:3]}... serves none of the tasks "
+                                       f"{list(c.tasks_at(self.step))}; "
                                        "fix the data list or train_conf.tasks")
                 self.dropped["batch serves no task"] += 1
                 batch_idx += 1
@@ -320,7 +362,7 @@ class Trainer:
         if self.rank == 0:
             log.info("epoch %d done: %d batches, %s; batches per task: %s; records left out: %s", self.epoch,
                      batch_idx, stats.summary(), dict(drawn), dict(self.dropped) or "none")
-            never = [t for t, w in c.tasks.items() if w > 0 and not drawn[t]]
+            never = [t for t in c.all_tasks if t in offered and not drawn[t]]
             if never and batch_idx > self.skip_batches:
                 log.warning("tasks %s got no batch this epoch: no record serves them (a speech task needs "
                             "response_tokens: run the speech-token stage); trained only %s", never, sorted(drawn))
@@ -369,14 +411,14 @@ class Trainer:
                 break
             assert batch is not None
             n += 1
-            for task in c.tasks:
+            for task in c.all_tasks:
                 inputs = self.model.make_inputs(batch, task, self.tok, None, c.think, think_style=c.think_style)
                 if inputs is None:
                     continue
                 with self.engine.eval_context():
                     out = self.model(**to_device(inputs, self.engine.device))
                 tracker.add(task, out)
-        tracker.reduce(c.tasks)
+        tracker.reduce(c.all_tasks)
         summ = tracker.summary()
         result: dict[str, Any] = {"cv_loss": tracker.overall(c.tasks)}
         for task, s in summ.items():
