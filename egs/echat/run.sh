@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 
 # ---- options (every one can be given as --name value) ----
 stage=0               # first stage to run
-stop_stage=6          # last stage to run
+stop_stage=15         # last stage to run
 nj=2                  # parallel jobs for data work
 seed=777              # corpus synthesis seed
 hours=3.0             # EChat-mini train size, hours of user audio
@@ -34,10 +34,10 @@ reply_asr=false       # true: stages 1 and 2 also train ASR on the reply audio (
 think=true            # false: stage 3 without dual thinking (the paper's ablation) -> $exp/stage3_nothink
 t2w_flow_minutes=8    # token-to-wave training budget (CPU minutes) of the flow model ...
 t2w_vocoder_minutes=4 # ... and of the vocoder (regression warm start)
-resynth_utts=50       # distinct test replies resynthesised and scored in stage 11
+resynth_utts=20       # distinct test replies resynthesised and scored in stage 11
 s2s_systems="full:stage3:true think_off:stage3:false no_think:stage3_nothink:false"  # NAME:DIR:THINK, stages 12-14
 s2s_limit=""          # decode only the first N test records in stage 12 ("" = all)
-s2s_batch_size=1      # S2S decoding batch (1: per-utterance latency figures)
+s2s_batch_size=8      # S2S decoding batch (1: per-utterance latency figures; bench/latency.py measures those)
 judge_conf=""         # stage 13 LLM judge YAML, e.g. conf/judge/judge.yaml ("" = offline scores only)
 
 help_message=$(cat <<HELP

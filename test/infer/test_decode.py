@@ -85,6 +85,25 @@ def test_every_speech_task_decodes_without_gold_tokens(trained):
             assert r["think"] == "" or r["task"] == "s2s_think"  # --no_think: no CoT is prompted for
 
 
+def test_missing_audio_is_reported_and_an_empty_decode_fails(trained, capfd):
+    root, _, recs = trained
+    half = root / "half_missing.list"
+    half.write_text("".join(json.dumps({**r, "wav": r["wav"] if i % 2 else str(root / f"gone{i}.wav")}) + "\n"
+                            for i, r in enumerate(recs[:4])))
+    hyp = root / "half_hyp.jsonl"
+    assert decode_cli.main(["--model_dir", str(root / "exp"), "--data_list", str(half), "--tasks", "asr",
+                            "--out", str(hyp), "--max_text_tokens", "4"]) == 0
+    assert len(read_rows(hyp)) == 2
+    assert json.loads((root / "half_hyp.summary.json").read_text())["left_out"] == {"missing": 2}
+    assert "half_missing.list: skipped 2 samples (missing=2)" in capfd.readouterr().err
+    gone = root / "all_missing.list"
+    gone.write_text("".join(json.dumps({**r, "wav": str(root / f"gone{i}.wav")}) + "\n" for i, r in enumerate(recs)))
+    with pytest.raises(SystemExit, match=r"all_missing.list: no record could be decoded .*missing=8"):
+        decode_cli.main(["--model_dir", str(root / "exp"), "--data_list", str(gone), "--tasks", "asr",
+                         "--out", str(root / "none.jsonl")])
+    assert not (root / "none.jsonl").exists()
+
+
 def test_prompt_batch_fills_only_target_fields():
     batch = {"keys": ["a", "b"], "response": [None, "hi"], "response_tokens": [None, [3, 4]], "text": ["x", None],
              "labels": [{}, {"age": "old"}], "think": [None, None]}

@@ -207,6 +207,11 @@ def test_content_and_voice_inventory():
     for split in ("dev", "test"):
         assert not {s.text for s in split_sents[split]} & {s.text for s in split_sents["train"]}
         assert not {v.vid for v in split_voices[split]} & {v.vid for v in split_voices["train"]}
+    # no held-out voice is the last of its engine in its age x gender group: train has every engine/age/gender
+    train_kinds = {(v.engine, v.age, v.gender) for v in split_voices["train"]}
+    for split in ("dev", "test"):
+        assert {(v.engine, v.age, v.gender) for v in split_voices[split]} <= train_kinds
+    assert ("flite", "adult", "female") in train_kinds
     for voices in split_voices.values():  # every split covers every age x gender
         assert {(v.age, v.gender) for v in voices} == {(a, g) for a in ("child", "adult", "old")
                                                        for g in ("male", "female")}

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from wenet_echat.dataset import EChatDataset, iterate_batches
+from wenet_echat.dataset.processor import SkipStats
 from wenet_echat.infer import decode_batch, load_model_dir
 from wenet_echat.infer.decode import attach_speech_processors
 from wenet_echat.infer.repetition import RepetitionRule, SpeechRepetitionBlocker
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     t0 = time.perf_counter()
     n_utts = 0
-    batches = iterate_batches(dataset)
+    stats = SkipStats()
+    batches = iterate_batches(dataset, stats)
     if args.limit is not None:
         batches = itertools.islice(batches, (args.limit + args.batch_size - 1) // args.batch_size)
     for batch in batches:
@@ -146,9 +148,15 @@ def main(argv: list[str] | None = None) -> int:
             new = decode_batch(loaded, batch, task, gen, think=not args.no_think, think_style=think_style)
             rows += [audio.add_to_row(r) for r in new] if audio else new
         log.info("%d utterances, %d hypotheses, %.1f s", n_utts, len(rows), time.perf_counter() - t0)
+    if stats.total:
+        log.warning("%s: %s", args.data_list, stats.summary())
+    if not n_utts:
+        raise SystemExit(f"{args.data_list}: no record could be decoded ({stats.summary()}); "
+                         "relative wav paths are read from the current directory")
     write_jsonl(args.out, rows)
     summary = {"model_dir": args.model_dir, "checkpoint": loaded.checkpoint, "data_list": args.data_list,
                "tasks": args.tasks, "think": not args.no_think, "think_style": think_style, "utterances": n_utts,
+               "left_out": dict(stats.skipped),
                "hypotheses": dict(Counter(r["task"] for r in rows)), **settings,
                "generate": {"max_text_tokens": gen.max_text_tokens, "max_speech_tokens": gen.max_speech_tokens,
                             "min_speech_tokens": gen.min_speech_tokens,

@@ -5,4 +5,4 @@ turns), ``voices`` (user voice settings, emotion styles, the assistant voice), `
 mixing), ``plan`` (splits and the per-example state), ``render`` (parallel synthesis into data.list records).
 """
 
-VERSION = "1.1"  # 1.1: identity turns
+VERSION = "1.2"  # 1.1: identity turns; 1.2: held-out voices leave every (engine, age, gender) in train

@@ -2,7 +2,9 @@
 
 Splits: per topic, one sentence goes to test, one to dev and six to train; per (age, gender) group of eight voice
 settings, one goes to test, one to dev and six to train. So dev and test each use sentences *and* voice settings
-that train never saw (``check_disjoint`` asserts it).
+that train never saw (``check_disjoint`` asserts it). A held-out voice is never the last of its engine in its
+group: train keeps every (engine, age, gender), otherwise a cue classifier learns the engine instead (with flite's
+one female voice held out, every flite voice in train is male and a held-out female flite voice reads as male).
 
 Examples come in groups: a sentence is spoken by 3-5 voices in different states (age, gender, emotion, event),
 so the same words appear with different gold replies. The category says which cue the reply must address:
@@ -17,6 +19,7 @@ other examples (at least :data:`IDENTITY_MIN`); the other examples do not change
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,9 +73,13 @@ def split_assets(seed: int) -> tuple[dict[str, list[Sentence]], dict[str, list[V
         groups.setdefault((v.age, v.gender), []).append(v)
     for k in sorted(groups):
         group = [groups[k][i] for i in rng.permutation(len(groups[k]))]
-        voices["test"].append(group[0])
-        voices["dev"].append(group[1])
-        voices["train"] += group[2:]
+        left = Counter(v.engine for v in group)
+        for split in ("test", "dev"):
+            pick = next(v for v in group if left[v.engine] > 1)
+            voices[split].append(pick)
+            group.remove(pick)
+            left[pick.engine] -= 1
+        voices["train"] += group
     return sents, voices
 
 
