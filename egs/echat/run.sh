@@ -35,8 +35,9 @@ think=true            # false: stage 3 without dual thinking (the paper's ablati
 t2w_flow_minutes=8    # token-to-wave training budget (CPU minutes) of the flow model ...
 t2w_vocoder_minutes=4 # ... and of the vocoder (regression warm start)
 resynth_utts=20       # distinct test replies resynthesised and scored in stage 11
-s2s_systems="full:stage3:true think_off:stage3:false no_think:stage3_nothink:false"  # NAME:DIR:THINK, stages 12-14
-s2s_limit=""          # decode only the first N test records in stage 12 ("" = all)
+s2s_systems="full:stage3:true no_think:stage3_nothink:false"  # NAME:DIR:THINK, stages 12-15 (think_off:stage3:false: the full model prompted without the CoT)
+s2s_every=3           # stage 12 decodes every Nth test record (1 = all; every category keeps its share, ~13 min
+                      # per system on 2 CPU cores for all 396 records)
 s2s_batch_size=8      # S2S decoding batch (1: per-utterance latency figures; bench/latency.py measures those)
 judge_conf=""         # stage 13 LLM judge YAML, e.g. conf/judge/judge.yaml ("" = offline scores only)
 
@@ -71,7 +72,7 @@ Options (default):
   --spm_vocab ($spm_vocab) --conf_dir ($conf_dir) --nproc ($nproc) --threads ($threads)
   --train_extra ("$train_extra") --speech_codes ($speech_codes) --reply_asr ($reply_asr) --think ($think)
   --t2w_flow_minutes ($t2w_flow_minutes) --t2w_vocoder_minutes ($t2w_vocoder_minutes) --resynth_utts ($resynth_utts)
-  --s2s_systems ("$s2s_systems") --s2s_limit ($s2s_limit) --s2s_batch_size ($s2s_batch_size)
+  --s2s_systems ("$s2s_systems") --s2s_every ($s2s_every) --s2s_batch_size ($s2s_batch_size)
   --judge_conf ($judge_conf)
 HELP
 )
@@ -306,17 +307,23 @@ s2s_dirs() {  # "NAME DIR THINK" for each system of --s2s_systems whose model is
   done
 }
 if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ]; then
-  log "stage 12: S2S decoding of test with reply wavs (${s2s_limit:-all} records)"
+  log "stage 12: S2S decoding of test with reply wavs (every $s2s_every. record)"
+  s2s_list=$(data_list test); s2s_type=$data_type
+  if [ "$s2s_every" -gt 1 ]; then
+    s2s_list=$data/test/data.every$s2s_every.list s2s_type=raw
+    if ! up_to_date "$s2s_list" "$data/test/data.list"; then
+      awk -v n="$s2s_every" '(NR - 1) % n == 0' "$data/test/data.list" > "$s2s_list.tmp" && mv "$s2s_list.tmp" "$s2s_list"
+    fi
+  fi
   while read -r name dir think; do
     out=$dir/decode_test_$name
-    if up_to_date "$out/hyp.jsonl" "$dir/final/model.pt" "$t2w/.vocoder.done"; then
+    if up_to_date "$out/hyp.jsonl" "$dir/final/model.pt" "$t2w/.vocoder.done" "$s2s_list"; then
       log "  $out/hyp.jsonl up to date"; continue
     fi
     think_opt=(); [ "$think" = false ] && think_opt=(--no_think)
     run_logged "$out/log/decode.log" python -m wenet_echat.bin.decode --model_dir "$dir" --checkpoint final \
-      --data_list "$(data_list test)" --data_type "$data_type" --tasks s2s_think "${think_opt[@]}" \
-      --out "$out/hyp.jsonl" --token2wav_dir "$t2w" --batch_size "$s2s_batch_size" --threads "$threads" \
-      ${s2s_limit:+--limit "$s2s_limit"}
+      --data_list "$s2s_list" --data_type "$s2s_type" --tasks s2s_think "${think_opt[@]}" \
+      --out "$out/hyp.jsonl" --token2wav_dir "$t2w" --batch_size "$s2s_batch_size" --threads "$threads"
   done < <(s2s_dirs)
 fi
 
