@@ -224,15 +224,21 @@ def test_reply_audio_rows(tmp_path):
         audio.add_to_row({"key": "../x", "task": "tts", "speech_tokens": [1], "first_speech_s": 0, "total_s": 0})
 
 
-def test_decode_writes_reply_wavs(trained):
-    root, data_list, recs = trained
-    t2w = root / "t2w"
+def decode_with_audio(trained, name: str, *args: str) -> list[dict]:
+    """Decode the fixture list with a tiny token2wav model into ``<name>_hyp.jsonl``; its rows."""
+    root, data_list, _ = trained
+    t2w = root / f"t2w_{name}"
     save_token2wav(t2w, tiny_model())
-    hyp = root / "wav_hyp.jsonl"
-    assert decode_cli.main(["--model_dir", str(root / "exp"), "--data_list", data_list, "--tasks", "s2s_think",
-                            "--out", str(hyp), "--batch_size", "1", "--limit", "2", "--max_text_tokens", "8",
-                            "--max_speech_tokens", "8", "--min_speech_tokens", "7", "--token2wav_dir", str(t2w)]) == 0
-    rows = read_rows(hyp)
+    hyp = root / f"{name}_hyp.jsonl"
+    assert decode_cli.main(["--model_dir", str(root / "exp"), "--data_list", data_list, "--out", str(hyp),
+                            "--token2wav_dir", str(t2w), *args]) == 0
+    return read_rows(hyp)
+
+
+def test_decode_writes_reply_wavs(trained):
+    root = trained[0]
+    rows = decode_with_audio(trained, "wav", "--tasks", "s2s_think", "--batch_size", "1", "--limit", "2",
+                             "--max_text_tokens", "8", "--max_speech_tokens", "8", "--min_speech_tokens", "7")
     assert len(rows) == 2 and all(len(r["speech_tokens"]) >= 7 for r in rows)
     scp = (root / "reply_wavs" / "s2s_think" / "wav.scp").read_text().split("\n")
     with_audio = [r for r in rows if r["speech_tokens"]]
@@ -255,16 +261,13 @@ def test_load_model_dir_errors(trained, tmp_path):
 @pytest.mark.skipif("speech_processors" not in GenerateConf.__dataclass_fields__,
                     reason="EChatModel.generate has no speech_processors hook")
 def test_decode_blocks_repeated_codes_inside_generation(trained):
-    root, data_list, _ = trained
-    t2w = root / "t2w_hook"
-    save_token2wav(t2w, tiny_model())
-    hyp = root / "hook_hyp.jsonl"
-    assert decode_cli.main(["--model_dir", str(root / "exp"), "--data_list", data_list, "--tasks", "s2s_chat",
-                            "--out", str(hyp), "--limit", "3", "--batch_size", "3", "--max_text_tokens", "4",
-                            "--min_speech_tokens", "30", "--max_speech_tokens", "30", "--speech_max_run", "2",
-                            "--speech_window", "4", "--speech_max_in_window", "2", "--token2wav_dir", str(t2w)]) == 0
+    root = trained[0]
+    rows = decode_with_audio(trained, "hook", "--tasks", "s2s_chat", "--limit", "3", "--batch_size", "3",
+                             "--max_text_tokens", "4", "--min_speech_tokens", "30", "--max_speech_tokens", "30",
+                             "--speech_max_run", "2", "--speech_window", "4", "--speech_max_in_window", "2")
     blocker = SpeechRepetitionBlocker(RepetitionRule(2, 4, 2))
-    for r in read_rows(hyp):
+    assert len(rows) == 3
+    for r in rows:
         assert len(r["speech_tokens"]) == 30 and find_violations(r["speech_tokens"], blocker) == []
         assert len(r["speech_times"]) == 30 and r["latency_estimated"] is False
     assert json.loads((root / "hook_hyp.summary.json").read_text())["speech_blocking"]["rule"]["max_run"] == 2

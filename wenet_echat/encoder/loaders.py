@@ -42,7 +42,7 @@ import torch
 from wenet_echat.encoder.whisper import WhisperEncoder, WhisperEncoderConfig
 from wenet_echat.nn.transformer import whisper_sinusoids
 from wenet_echat.utils.fileio import load_weights_only
-from wenet_echat.utils.tensors import dtype_kind_problem
+from wenet_echat.utils.tensors import dtype_kind_problem, fmt_names
 
 logger = logging.getLogger(__name__)
 
@@ -123,11 +123,6 @@ HF_KEYMAP = KeyMap(
 )
 
 
-def _fmt(names: list[str], limit: int = 20) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
-
-
 def load_encoder_state(model: WhisperEncoder, source: dict[str, torch.Tensor], keymap: KeyMap, path: str,
                        src_prefix: str = "") -> None:
     """Map ``source`` (encoder tensors, prefix stripped) through ``keymap`` into ``model``.
@@ -171,13 +166,13 @@ def load_encoder_state(model: WhisperEncoder, source: dict[str, torch.Tensor], k
     ]
     problems = []
     if missing:
-        problems.append(f"missing keys: {_fmt(missing)}")
+        problems.append(f"missing keys: {fmt_names(missing)}")
     if unexpected:
-        problems.append(f"unexpected keys: {_fmt(sorted(unexpected))}")
+        problems.append(f"unexpected keys: {fmt_names(sorted(unexpected))}")
     if mismatched:
-        problems.append(f"shape mismatches: {_fmt(mismatched)}")
+        problems.append(f"shape mismatches: {fmt_names(mismatched)}")
     if wrong_dtype:
-        problems.append(f"dtype mismatches: {_fmt(wrong_dtype)}")
+        problems.append(f"dtype mismatches: {fmt_names(wrong_dtype)}")
     if problems:
         raise WhisperCheckpointError(f"{path}: cannot load the Whisper encoder: " + "; ".join(problems))
     pe = converted[POS_KEY]

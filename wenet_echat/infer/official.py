@@ -9,9 +9,9 @@ and loads the ``.pt`` over it. So does :func:`convert_official`:
    sources: ``init`` is dropped and ``llm_conf.path`` becomes ``llm_conf.config`` (the LLM directory's
    ``config.json``), so the output directory never reads the LLM directory's weights;
 2. the tokenizer files of the LLM directory are copied to ``<model_dir>/tokenizer`` (``tokenizer: {type: hf}``);
-3. every tensor is checked against the model built from that config (names through
-   :mod:`wenet_echat.model.convert`, shapes, integer-vs-floating dtypes) and loaded; any problem is one error
-   naming the file and the keys;
+3. every tensor is checked against the model built from that config and loaded
+   (:func:`wenet_echat.model.convert.load_official_checkpoint`: names, shapes, integer-vs-floating dtypes); any
+   problem is one error naming the file and the keys;
 4. ``<model_dir>/final/`` (``model.pt`` + info) and ``<model_dir>/train.yaml`` are written atomically, with
    ``train_conf.think_style`` set from the variant: ``tag_think*`` -> ``tag``, ``language_think*`` -> ``natural``
    (or ``--think_style``).
@@ -31,13 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from wenet_echat.model import build_model
-from wenet_echat.model.convert import load_official_checkpoint, official_to_ours
+from wenet_echat.model.convert import load_official_checkpoint
 from wenet_echat.text.tokenizer import build_tokenizer
-from wenet_echat.train.checkpoint import read_state_dict, save_checkpoint
+from wenet_echat.train.checkpoint import save_checkpoint
 from wenet_echat.train.trainer import TrainConf
 from wenet_echat.utils.config import load_config, save_config
 from wenet_echat.utils.fileio import atomic_path
-from wenet_echat.utils.tensors import dtype_kind_problem
 
 log = logging.getLogger(__name__)
 
@@ -109,17 +108,6 @@ def copy_tokenizer(llm_dir: str | os.PathLike, out_dir: str | os.PathLike) -> li
     return names
 
 
-def _dtype_problems(checkpoint: str | os.PathLike, expected: dict[str, Any]) -> list[str]:
-    state, _ = official_to_ours(read_state_dict(checkpoint, mmap=True))
-    out = []
-    for key, tensor in state.items():
-        if key in expected:
-            problem = dtype_kind_problem(key, tensor.dtype, expected[key].dtype)
-            if problem:
-                out.append(problem)
-    return out
-
-
 def convert_official(checkpoint: str | os.PathLike, config: str | os.PathLike, llm_dir: str | os.PathLike,
                      model_dir: str | os.PathLike, think_style: str | None = None,
                      dtype: str | None = None) -> dict[str, Any]:
@@ -137,10 +125,6 @@ def convert_official(checkpoint: str | os.PathLike, config: str | os.PathLike, l
     tok_conf = {"type": "hf", "path": str(tok_dir)}
     tok = build_tokenizer(tok_conf)
     model = build_model(model_conf, tok.vocab_size, tok.eos_id, tok.pad_id)
-    problems = _dtype_problems(checkpoint, model.state_dict())
-    if problems:
-        raise OfficialConversionError(f"{checkpoint}: integer tensors where the model holds floating weights: "
-                                      + ", ".join(problems[:10]))
     loaded = load_official_checkpoint(checkpoint, model)
     info = {"source": str(checkpoint), "think_style": style, "tensors": loaded["loaded"],
             "dropped": loaded["dropped"]}

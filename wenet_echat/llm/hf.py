@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from wenet_echat.utils.registry import Registry
-from wenet_echat.utils.tensors import dtype_kind_problem
+from wenet_echat.utils.tensors import dtype_kind_problem, fmt_names
 
 LLMS: Registry = Registry("llm")
 log = logging.getLogger(__name__)
@@ -74,16 +74,12 @@ def _from_path(path: str, dtype: torch.dtype | None, attn: str | None) -> nn.Mod
     for what in ("missing_keys", "mismatched_keys"):
         keys = sorted(str(k) for k in info.get(what) or ())
         if keys:
-            problems.append(f"{what.replace('_', ' ')}: {_fmt_keys(keys)}")
+            problems.append(f"{what.replace('_', ' ')}: {fmt_names(keys)}")
     if problems:
         raise LLMLoadError(f"LLM directory '{path}' does not fit its config.json: " + "; ".join(problems))
     if info.get("unexpected_keys"):
-        log.warning("%s: ignored checkpoint tensors %s", path, _fmt_keys(sorted(map(str, info["unexpected_keys"]))))
+        log.warning("%s: ignored checkpoint tensors %s", path, fmt_names(sorted(map(str, info["unexpected_keys"]))))
     return model
-
-
-def _fmt_keys(keys: list[str], limit: int = 10) -> str:
-    return ", ".join(keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
 def _weight_file_problems(path: str) -> list[str]:
@@ -129,9 +125,9 @@ def _weight_file_problems(path: str) -> list[str]:
             return [f"cannot read {file} as safetensors ({type(e).__name__}: {e})"]
     out = []
     if shapes:
-        out.append(f"shape mismatches: {_fmt_keys(shapes)}")
+        out.append(f"shape mismatches: {fmt_names(shapes)}")
     if dtypes:
-        out.append(f"dtype mismatches: {_fmt_keys(dtypes)}")
+        out.append(f"dtype mismatches: {fmt_names(dtypes)}")
     return out
 
 

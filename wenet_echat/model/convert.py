@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from wenet_echat.train.checkpoint import read_state_dict
+from wenet_echat.utils.tensors import dtype_kind_problem, fmt_names
 
 log = logging.getLogger(__name__)
 
@@ -61,29 +62,30 @@ def ours_to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key[len("adapter."):] if key.startswith("adapter.") else key: value for key, value in state.items()}
 
 
-def _fmt(keys: list[str], limit: int = 10) -> str:
-    return ", ".join(keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
-
-
 def load_official_checkpoint(path: str | os.PathLike, model: nn.Module) -> dict[str, Any]:
-    """Load an official OSUM-EChat ``.pt`` into ``model`` (an :class:`EChatModel` whose config matches it)."""
+    """Load an official OSUM-EChat ``.pt`` into ``model`` (an :class:`EChatModel` whose config matches it).
+    Missing, unexpected, wrongly shaped and integer-for-floating tensors are one :class:`OfficialCheckpointError`;
+    floating widths are cast to the model's."""
     state, dropped = official_to_ours(read_state_dict(path))
     target = model.state_dict()
     missing = [k for k in target if k not in state]
     unexpected = [k for k in state if k not in target]
     mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
                   for k in state if k in target and state[k].shape != target[k].shape]
+    wrong_kind = [p for k in state if k in target and (p := dtype_kind_problem(k, state[k].dtype, target[k].dtype))]
     problems = []
     if missing:
-        problems.append(f"missing keys: {_fmt(missing)}")
+        problems.append(f"missing keys: {fmt_names(missing)}")
     if unexpected:
         hint = ""
         if any(".lora_" in k or ".base_layer." in k for k in unexpected):
             hint = " (the file has LoRA weights: set model.llm_conf.lora to the checkpoint's LoRA settings)"
-        problems.append(f"unexpected keys: {_fmt(unexpected)}{hint}")
+        problems.append(f"unexpected keys: {fmt_names(unexpected)}{hint}")
     if mismatched:
-        problems.append(f"shape mismatches: {_fmt(mismatched)} (check the model config: speech_codes, "
+        problems.append(f"shape mismatches: {fmt_names(mismatched)} (check the model config: speech_codes, "
                         "encoder/adapter sizes, the LLM directory)")
+    if wrong_kind:  # integer vs floating: not a width to cast, a different tensor
+        problems.append(f"dtype mismatches: {fmt_names(wrong_kind)}")
     if problems:
         raise OfficialCheckpointError(f"{path}: does not fit the model: " + "; ".join(problems))
     cast = {str(v.dtype) for k, v in state.items() if v.dtype != target[k].dtype}

@@ -176,7 +176,7 @@ class DeepSpeedEngine:
 
     def train_step(self, inputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], bool, float | None]:
         boundary = self.engine.is_gradient_accumulation_boundary()
-        with self.eval_context():
+        with self._autocast():
             out = self.engine(**inputs)
         self.engine.backward(out["loss"])
         self.engine.step()
@@ -205,10 +205,13 @@ class DeepSpeedEngine:
     def scheduler_for_checkpoint(self) -> None:
         return None
 
-    def eval_context(self) -> Any:
-        """Autocast to the engine's half dtype (also used around the training forward)."""
+    def _autocast(self) -> Any:
         return torch.autocast(torch.device(self.device).type, dtype=self.autocast or torch.bfloat16,
                               enabled=self.autocast is not None)
+
+    def eval_context(self) -> Any:
+        """Autocast to the engine's half dtype, as around the training forward."""
+        return self._autocast()
 
 
 def build_engine(name: str, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

@@ -1,4 +1,5 @@
-"""Checks shared by the checkpoint loaders: whether a stored tensor's dtype can stand in for a parameter's.
+"""Checks shared by the checkpoint loaders: whether a stored tensor's dtype can stand in for a parameter's, and
+one way to list offending tensor names in an error message.
 
 Casting between floating widths (bf16/fp16 on disk -> fp32 in the model) is normal and allowed; an integer or
 boolean tensor where the model holds floating values (or the reverse) means the file is not what the loader
@@ -32,4 +33,9 @@ def dtype_kind_problem(name: str, stored: torch.dtype | str, expected: torch.dty
     return f"{name}: stored {_name(stored)}, model {_name(expected)}"
 
 
-__all__ = ["SAFETENSORS_FLOAT", "dtype_kind_problem"]
+def fmt_names(names: list[str], limit: int = 10) -> str:
+    """``names`` joined with commas, the first ``limit`` only, then ``... (N in all)``."""
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+__all__ = ["SAFETENSORS_FLOAT", "dtype_kind_problem", "fmt_names"]
