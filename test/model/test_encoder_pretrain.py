@@ -12,7 +12,7 @@ from wenet_echat.bin import train as train_cli
 from wenet_echat.dataset import EChatDataset
 from wenet_echat.dataset.dataset import iterate_batches
 from wenet_echat.model import EChatModel, EncoderPretrainModel, build_model, to_device
-from wenet_echat.model.encoder_pretrain import CHARS, CUES, char_ids
+from wenet_echat.model.encoder_pretrain import CHARS, CUES, char_ids, ctc_greedy_errors, edit_distance
 from wenet_echat.text.labels import LABEL_VOCABS
 from wenet_echat.train.checkpoint import load_model_weights, read_state_dict
 
@@ -36,6 +36,26 @@ def first_batch(data_list, tok, n=6):
 def test_char_ids():
     assert char_ids("Hi, it's  ME!") == [CHARS.index(c) for c in "hi it's me"]
     assert char_ids("  ...  ") == []
+
+
+def test_edit_distance():
+    assert edit_distance([1, 2, 3], [1, 2, 3]) == 0
+    assert edit_distance([], [4, 5]) == 2 and edit_distance([4, 5], []) == 2
+    assert edit_distance([1, 2, 3], [1, 3]) == 1          # one deletion
+    assert edit_distance([1, 9, 3, 4], [1, 2, 3]) == 2    # a substitution and an insertion
+
+
+def test_ctc_greedy_errors_merge_repeats_and_drop_blanks():
+    blank = 5
+    # best paths: row 0 "1 1 _ 1 2 _" -> [1, 1, 2]; row 1 "3 3 3 _" (length 4 of 6) -> [3]
+    paths = [[1, 1, blank, 1, 2, blank], [3, 3, 3, blank, 4, 4]]
+    logp = torch.full((2, 6, blank + 1), -10.0)
+    for b, path in enumerate(paths):
+        for t, u in enumerate(path):
+            logp[b, t, u] = 0.0
+    refs = torch.tensor([[1, 1, 2, -1], [3, 4, 4, 4]])
+    errs, units = ctc_greedy_errors(logp.transpose(0, 1), torch.tensor([6, 4]), refs, torch.tensor([3, 4]), blank)
+    assert (float(errs), float(units)) == (0 + 3, 3 + 4)
 
 
 def test_build_and_config_errors(corpus):
@@ -108,6 +128,31 @@ def test_cues_are_learned(corpus):
 def test_ctc_falls(corpus):
     first, out = overfit(corpus, {"cue_weight": 0.0}, "asr", n=2, steps=80)
     assert float(out["ctc"]) < 0.3 * first["ctc"]
+    # evaluation reports greedy-decoding errors over the reference characters
+    assert float(out["ctc_units"]) == sum(len(char_ids(t)) for t in first_batch(corpus[1], corpus[3], 2)["text"])
+    assert 0 <= float(out["ctc_errs"]) < float(out["ctc_units"])
+
+
+def test_task_losses_choose_what_a_batch_trains(corpus):
+    _, data_list, _, tok = corpus
+    torch.manual_seed(0)
+    model = build_model(pretrain_conf(task_losses={"asr": ["ctc"], "tag": ["cue"]}), tok.vocab_size, tok.eos_id,
+                        tok.pad_id)
+    batch = first_batch(data_list, tok)
+    asr = model(**to_device(model.make_inputs(batch, "asr", tok), "cpu"))  # as the trainer calls it
+    tag = model(**to_device(model.make_inputs(batch, "tag", tok), "cpu"))
+    assert "ctc" in asr and not any(k.startswith("acc_") for k in asr) and asr["loss"].item() == asr["ctc"].item()
+    assert "ctc" not in tag and {f"acc_{c}" for c in ("age", "gender", "emotion")} <= set(tag)
+    # a CTC-only batch leaves the cue heads without gradient; the default trains both on every batch
+    asr["loss"].backward()
+    assert all(p.grad is None for p in model.cue_heads.parameters())
+    both = build_model(pretrain_conf(), tok.vocab_size, tok.eos_id, tok.pad_id)
+    out = both(**both.make_inputs(batch, "asr", tok))
+    assert "ctc" in out and "acc_age" in out
+    for bad, match in (({"s2s_chat": ["ctc"]}, "unknown task"), ({"asr": []}, "non-empty list"),
+                       ({"asr": ["kl"]}, "non-empty list"), (["ctc"], "mapping")):
+        with pytest.raises(ValueError, match=match):
+            build_model(pretrain_conf(task_losses=bad), tok.vocab_size, tok.eos_id, tok.pad_id)
 
 
 def test_trainer_run_then_stage1_init(tmp_path, corpus):
@@ -123,7 +168,8 @@ def test_trainer_run_then_stage1_init(tmp_path, corpus):
                            "--model_dir", str(enc_dir), "--threads", "1"]) == 0
     rows = [yaml.safe_load(line) for line in (enc_dir / "train_log.jsonl").read_text().splitlines()]
     cv = [r for r in rows if r["kind"] == "cv"]
-    assert len(cv) == 2 and {"cv_loss_asr", "cv_acc_tag"} <= set(cv[-1])
+    assert len(cv) == 2 and {"cv_loss_asr", "cv_acc_tag", "cv_ctc_asr", "cv_ctc_err_asr"} <= set(cv[-1])
+    assert 0 <= cv[-1]["cv_ctc_err_asr"] <= 2
     train_rows = [r for r in rows if r["kind"] == "train"]
     assert all("ctc_asr" in r or "ctc_tag" in r for r in train_rows)
     # stage 1 takes exactly the encoder from it

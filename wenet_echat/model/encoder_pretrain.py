@@ -23,6 +23,9 @@ the one stage 1 builds) plus::
       ctc_units: char             # char | tokenizer
       ctc_weight: 1.0             # CTC weight; 0 = cues only
       cue_weight: 1.0             # weight of the summed cue cross-entropies; 0 = CTC only
+      task_losses:                # which losses a batch drawn for each task trains (default: both, every task)
+        asr: [ctc]                #   e.g. a CTC-only warm-up through train_conf.task_schedule: {asr: 1},
+        tag: [ctc, cue]           #   then tag batches train both (the cue loss slows an unaligned CTC)
 
 Only ``encoder``/``encoder_conf`` are built; the EChat model's other keys are accepted and unused.
 """
@@ -49,6 +52,7 @@ ECHAT_KEYS = frozenset({"encoder", "encoder_conf", "adapter", "adapter_conf", "l
 PRETRAIN_TASKS: tuple[str, ...] = ("asr", "tag")  # the batch's task only names the data it was drawn for
 CHARS = " 'abcdefghijklmnopqrstuvwxyz"
 CTC_UNITS = ("char", "tokenizer")
+LOSSES = ("ctc", "cue")
 
 
 def char_ids(text: str) -> list[int]:
@@ -64,16 +68,49 @@ def char_ids(text: str) -> list[int]:
     return ids
 
 
+def ctc_greedy_errors(logp: torch.Tensor, lengths: torch.Tensor, ref_ids: torch.Tensor, ref_lengths: torch.Tensor,
+                      blank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy CTC decoding of ``logp`` (T, B, C) (best path, repeats merged, blanks dropped) scored against the
+    reference ids: (summed edit distance, summed reference length), both as tensors."""
+    best = logp.argmax(-1).transpose(0, 1).tolist()
+    errs = units = 0
+    for row, n, ref, m in zip(best, lengths.tolist(), ref_ids.tolist(), ref_lengths.tolist()):
+        hyp = [u for k, u in enumerate(row[:n]) if u != blank and (k == 0 or u != row[k - 1])]
+        errs += edit_distance(hyp, ref[:m])
+        units += m
+    return torch.tensor(float(errs)), torch.tensor(float(units))
+
+
+def edit_distance(a: list[int], b: list[int]) -> int:
+    """Levenshtein distance between two id sequences (substitutions, insertions and deletions cost 1)."""
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, y in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
+        prev = cur
+    return prev[-1]
+
+
 class EncoderPretrainModel(nn.Module):
     """``encoder`` + ``ctc_head`` + ``cue_heads.<cue>``; :meth:`forward` takes :meth:`make_inputs`' tensors."""
 
     def __init__(self, encoder: nn.Module, text_vocab_size: int, ctc_weight: float = 1.0, cue_weight: float = 1.0,
-                 ctc_units: str = "char"):
+                 ctc_units: str = "char", task_losses: dict[str, list[str]] | None = None):
         super().__init__()
         if ctc_weight < 0 or cue_weight < 0 or ctc_weight + cue_weight <= 0:
             raise ValueError(f"ctc_weight {ctc_weight} and cue_weight {cue_weight} must be >= 0, not both 0")
         if ctc_units not in CTC_UNITS:
             raise ValueError(f"ctc_units must be one of {', '.join(CTC_UNITS)}, got {ctc_units!r}")
+        self.task_losses = {t: frozenset(LOSSES) for t in PRETRAIN_TASKS}
+        for task, losses in (task_losses or {}).items():
+            if task not in PRETRAIN_TASKS:
+                raise ValueError(f"model.pretrain_conf.task_losses: unknown task {task!r}; known: "
+                                 f"{', '.join(PRETRAIN_TASKS)}")
+            if not isinstance(losses, list | tuple) or not losses or any(x not in LOSSES for x in losses):
+                raise ValueError(f"model.pretrain_conf.task_losses.{task} must be a non-empty list of "
+                                 f"{', '.join(LOSSES)}, got {losses!r}")
+            self.task_losses[task] = frozenset(losses)
         self.encoder = encoder
         width = int(encoder.config.d_model)
         self.ctc_units = ctc_units
@@ -126,26 +163,32 @@ class EncoderPretrainModel(nn.Module):
         return (h * mask).sum(1) / lengths.clamp(min=1).unsqueeze(-1).to(h.dtype)
 
     def forward(self, feats: torch.Tensor, feats_lengths: torch.Tensor, ctc_ids: torch.Tensor,
-                ctc_lengths: torch.Tensor, cue_ids: torch.Tensor, **_: Any) -> dict[str, torch.Tensor]:
+                ctc_lengths: torch.Tensor, cue_ids: torch.Tensor, task: str | None = None,
+                **_: Any) -> dict[str, torch.Tensor]:
         """``loss`` = ctc_weight x CTC (mean per target token, over rows with a transcript) + cue_weight x the sum
-        of the cue cross-entropies; ``acc`` = cue accuracy over labelled cues; ``acc_<cue>``, ``ctc``,
-        ``n_tokens`` (labelled cues, at least 1 so CTC-only batches still weigh in)."""
+        of the cue cross-entropies, each only if ``task_losses[task]`` names it (no task: both); ``acc`` = cue
+        accuracy over labelled cues; ``acc_<cue>``, ``ctc``, ``n_tokens`` (labelled cues, at least 1 so CTC-only
+        batches still weigh in); in eval mode also ``ctc_errs``/``ctc_units`` (greedy CTC decoding errors)."""
+        losses = self.task_losses.get(task, frozenset(LOSSES)) if task else frozenset(LOSSES)
         h, lens = self.encoder(feats, feats_lengths)
         loss = h.float().sum() * 0.0  # keeps a graph when a batch has nothing to learn for the enabled losses
         out: dict[str, torch.Tensor] = {}
         has_text = ctc_lengths > 0
-        if self.ctc_weight > 0 and bool(has_text.any()):
+        if "ctc" in losses and self.ctc_weight > 0 and bool(has_text.any()):
             logp = self.ctc_head(h[has_text]).float().log_softmax(-1).transpose(0, 1)
             ctc = F.ctc_loss(logp, ctc_ids[has_text].clamp(min=0), lens[has_text], ctc_lengths[has_text],
                              blank=self.ctc_classes, reduction="mean", zero_infinity=True)
             loss = loss + self.ctc_weight * ctc
             out["ctc"] = ctc.detach()
+            if not self.training:  # greedy-decoding errors for the cv report (ctc_err: unit error rate)
+                out["ctc_errs"], out["ctc_units"] = ctc_greedy_errors(logp, lens[has_text], ctc_ids[has_text],
+                                                                      ctc_lengths[has_text], self.ctc_classes)
         pooled = self.pooled(h, lens)
         hits, labelled = 0, 0
         for k, (cue, head) in enumerate(self.cue_heads.items()):
             y = cue_ids[:, k]
             sel = y >= 0
-            if not bool(sel.any()):
+            if "cue" not in losses or not bool(sel.any()):
                 continue
             logits = head(pooled[sel]).float()
             if self.cue_weight > 0:
@@ -170,13 +213,18 @@ def build_encoder_pretrain(conf: dict[str, Any], text_vocab_size: int) -> Encode
     if "encoder" not in conf:
         raise KeyError("encoder_pretrain model config needs 'encoder'")
     pconf = dict(conf.get("pretrain_conf") or {})
-    bad = sorted(set(pconf) - {"ctc_units", "ctc_weight", "cue_weight"})
+    bad = sorted(set(pconf) - {"ctc_units", "ctc_weight", "cue_weight", "task_losses"})
     if bad:
-        raise KeyError(f"unknown model.pretrain_conf key(s) {bad}; known: ctc_units, ctc_weight, cue_weight")
+        raise KeyError(f"unknown model.pretrain_conf key(s) {bad}; known: ctc_units, ctc_weight, cue_weight, "
+                       "task_losses")
+    task_losses = pconf.get("task_losses")
+    if task_losses is not None and not isinstance(task_losses, dict):
+        raise ValueError(f"model.pretrain_conf.task_losses must be a mapping task -> losses, got {task_losses!r}")
     encoder = ENCODERS.build(conf["encoder"], dict(conf.get("encoder_conf") or {}))
     return EncoderPretrainModel(encoder, text_vocab_size, float(pconf.get("ctc_weight", 1.0)),
-                                float(pconf.get("cue_weight", 1.0)), str(pconf.get("ctc_units", "char")))
+                                float(pconf.get("cue_weight", 1.0)), str(pconf.get("ctc_units", "char")),
+                                task_losses)
 
 
-__all__ = ["CHARS", "CTC_UNITS", "CUES", "ECHAT_KEYS", "PRETRAIN_TASKS", "EncoderPretrainModel",
-           "build_encoder_pretrain", "char_ids"]
+__all__ = ["CHARS", "CTC_UNITS", "CUES", "ECHAT_KEYS", "LOSSES", "PRETRAIN_TASKS", "EncoderPretrainModel",
+           "build_encoder_pretrain", "char_ids", "ctc_greedy_errors", "edit_distance"]

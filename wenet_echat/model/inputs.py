@@ -122,8 +122,12 @@ MODEL_KEYS = ("input_ids", "kinds", "labels", "attention_mask", "position_ids", 
 
 
 def to_device(inputs: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
-    """The tensor entries the model takes, moved to ``device``."""
-    return {k: inputs[k].to(device) for k in MODEL_KEYS if k in inputs}
+    """The tensor entries the model takes, moved to ``device``, plus the batch's ``task`` name (a model whose
+    losses depend on the task reads it; the others ignore it)."""
+    out: dict[str, Any] = {k: inputs[k].to(device) for k in MODEL_KEYS if k in inputs}
+    if "task" in inputs:
+        out["task"] = inputs["task"]
+    return out
 
 
 __all__ = ["MODEL_KEYS", "RECORD_FIELDS", "batch_records", "make_inputs", "select_examples", "serves", "to_device"]

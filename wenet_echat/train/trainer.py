@@ -160,6 +160,9 @@ class MetricTracker:
         if "ctc" in out:
             s["ctc"] += float(out["ctc"]) * n
             s["ctc_tokens"] += n
+        if "ctc_errs" in out:  # greedy CTC errors (evaluation only)
+            s["ctc_errs"] += float(out["ctc_errs"])
+            s["ctc_units"] += float(out["ctc_units"])
 
     def reduce(self, tasks: Iterable[str] = ()) -> None:
         """Sum over ranks. Every rank reduces ``tasks`` plus its own tasks in one sorted order, so ranks whose
@@ -168,7 +171,7 @@ class MetricTracker:
             return
         for task in sorted(set(tasks) | set(self.sums)):
             s = self.sums[task]
-            keys = ("tokens", "loss", "correct", "acc_tokens", "batches", "ctc", "ctc_tokens")
+            keys = ("tokens", "loss", "correct", "acc_tokens", "batches", "ctc", "ctc_tokens", "ctc_errs", "ctc_units")
             t = torch.tensor([s[k] for k in keys], dtype=torch.float64)
             all_reduce(t)
             for k, v in zip(keys, t.tolist()):
@@ -183,6 +186,8 @@ class MetricTracker:
                              "tokens": s["tokens"], "batches": s["batches"]}
                 if s["ctc_tokens"]:
                     out[task]["ctc"] = s["ctc"] / s["ctc_tokens"]
+                if s["ctc_units"]:
+                    out[task]["ctc_err"] = s["ctc_errs"] / s["ctc_units"]
         return out
 
     def overall(self, weights: dict[str, float] | None = None) -> float:
@@ -423,9 +428,14 @@ class Trainer:
         result: dict[str, Any] = {"cv_loss": tracker.overall(c.tasks)}
         for task, s in summ.items():
             result[f"cv_loss_{task}"], result[f"cv_acc_{task}"] = s["loss"], s["acc"]
+            for key in ("ctc", "ctc_err"):
+                if key in s:
+                    result[f"cv_{key}_{task}"] = s[key]
         self._log("cv", result)
         if self.rank == 0:
-            per_task = " ".join(f"{k}={s['loss']:.3f}/{s['acc']:.3f}" for k, s in summ.items())
+            per_task = " ".join(f"{k}={s['loss']:.3f}/{s['acc']:.3f}"
+                                + (f" (ctc err {s['ctc_err']:.3f})" if "ctc_err" in s else "")
+                                for k, s in summ.items())
             log.info("cv epoch %d step %d: loss %.4f [%s]", self.epoch, self.step, result["cv_loss"], per_task)
         self._cv_cache = (self.step, result)
         return result
