@@ -29,6 +29,7 @@ nproc=1               # training processes on this node (>1: torchrun, one per G
 threads=2             # torch threads per training/decoding process on CPU
 train_extra=""        # extra bin/train.py arguments, e.g. "--override train_conf.max_epoch=1"
 speech_codes=512      # k-means speech-token codebook (mini; paper scale: S3Tokenizer, 4096)
+encoder_conf=encoder  # encoder pre-training config of stage 5: $conf_dir/train_<this>.yaml (when it exists)
 reply_asr=false       # true: stages 1 and 2 also train ASR on the reply audio (train_reply_asr, one voice, ~45 % of
                       # the audio); the mini stages reach their accuracy on the labelled list alone, in half the time
 think=true            # false: stage 3 without dual thinking (the paper's ablation) -> $exp/stage3_nothink
@@ -50,7 +51,7 @@ Stages:
   3  shards (--data_type shard): tar shards -> $data/<set>/shards, list $data/<set>/data.shards.list
   4  text tokenizer: SentencePiece on the train text, replies and CoTs -> $data/lang/spm.model
   5  train stage 1 (understanding: ASR + tags; --reply_asr: + ASR on the reply audio) -> $exp/stage1; configs with a
-     train_encoder.yaml (conf/mini) first pre-train the encoder (char CTC + cue classifiers) -> $exp/encoder
+     train_$encoder_conf.yaml (conf/mini; --encoder_conf) first pre-train the encoder (char CTC + cue classifiers) -> $exp/encoder
   6  decode + score stage 1 on dev/test (ASR WER/CER, per-cue tag accuracy) -> $exp/stage1/decode_<set>/results.md
   7  speech tokens: k-means units on the train reply audio, response_tokens for every split -> data.tok.list
   8  train stage 2 (generation: TTS, S2S/S2T/text chat, understanding replay) from stage 1 -> $exp/stage2
@@ -70,7 +71,8 @@ Options (default):
   --data_type ($data_type; raw|shard) --num_utts_per_shard ($num_utts_per_shard)
   --dump_feats ($dump_feats) --feats_type ($feats_type; whisper_log_mel|fbank)
   --spm_vocab ($spm_vocab) --conf_dir ($conf_dir) --nproc ($nproc) --threads ($threads)
-  --train_extra ("$train_extra") --speech_codes ($speech_codes) --reply_asr ($reply_asr) --think ($think)
+  --train_extra ("$train_extra") --speech_codes ($speech_codes) --encoder_conf ($encoder_conf)
+  --reply_asr ($reply_asr) --think ($think)
   --t2w_flow_minutes ($t2w_flow_minutes) --t2w_vocoder_minutes ($t2w_vocoder_minutes) --resynth_utts ($resynth_utts)
   --s2s_systems ("$s2s_systems") --s2s_every ($s2s_every) --s2s_batch_size ($s2s_batch_size)
   --judge_conf ($judge_conf)
@@ -192,11 +194,11 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   lists=("$(data_list train)")
   [ "$reply_asr" = true ] && [ -s "$(data_list train_reply_asr)" ] && lists+=("$(data_list train_reply_asr)")
   enc_init="" enc_prefixes=""
-  if [ -f "$conf_dir/train_encoder.yaml" ]; then
+  if [ -f "$conf_dir/train_$encoder_conf.yaml" ]; then
     # from-scratch configs pre-train the encoder first (CTC + cue classifiers), standing in for the pretrained
     # Whisper encoder of the paper; stage 1 then takes its encoder.* weights
-    log "  encoder pre-training ($conf_dir/train_encoder.yaml) -> $exp/encoder"
-    train_stage encoder "$exp/encoder" "" "" "$(data_list train)"
+    log "  encoder pre-training ($conf_dir/train_$encoder_conf.yaml) -> $exp/encoder"
+    train_stage "$encoder_conf" "$exp/encoder" "" "" "$(data_list train)"
     enc_init=$exp/encoder/final enc_prefixes=encoder.
   fi
   train_stage stage1 "$exp/stage1" "$enc_init" "$enc_prefixes" "${lists[@]}"

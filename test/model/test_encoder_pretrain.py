@@ -189,10 +189,14 @@ def test_mini_recipe_config_builds_the_stage1_encoder():
     from wenet_echat.utils.config import load_config
 
     conf_dir = Path(__file__).resolve().parents[2] / "egs" / "echat" / "conf" / "mini"
-    pre = load_config(conf_dir / "train_encoder.yaml")
-    TrainConf.from_dict(pre["train_conf"])
-    pretrain = build_model(pre["model"], 1000, 2, 0)
     stage1 = build_model(load_config(conf_dir / "train_stage1.yaml")["model"], 1000, 2, 0)
-    assert isinstance(pretrain, EncoderPretrainModel) and pretrain.ctc_units == "char"
     want = {k: v.shape for k, v in stage1.encoder.state_dict().items()}
-    assert {k: v.shape for k, v in pretrain.encoder.state_dict().items()} == want
+    for name in ("train_encoder.yaml", "train_encoder_ctc_first.yaml"):
+        pre = load_config(conf_dir / name)
+        train_conf = TrainConf.from_dict(pre["train_conf"])
+        pretrain = build_model(pre["model"], 1000, 2, 0)
+        assert isinstance(pretrain, EncoderPretrainModel) and pretrain.ctc_units == "char"
+        assert {k: v.shape for k, v in pretrain.encoder.state_dict().items()} == want
+    # the curriculum variant: CTC-only asr batches first, then tag batches train both losses
+    assert pretrain.task_losses == {"asr": {"ctc"}, "tag": {"ctc", "cue"}}
+    assert train_conf.task_schedule[0]["until_step"] == 300 and train_conf.optim_conf["lr"] == 0.002
