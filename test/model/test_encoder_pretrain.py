@@ -12,7 +12,7 @@ from wenet_echat.bin import train as train_cli
 from wenet_echat.dataset import EChatDataset
 from wenet_echat.dataset.dataset import iterate_batches
 from wenet_echat.model import EChatModel, EncoderPretrainModel, build_model, to_device
-from wenet_echat.model.encoder_pretrain import CHARS, CUES, char_ids, ctc_greedy_errors, edit_distance
+from wenet_echat.model.encoder_pretrain import CHARS, CUES, char_ids, ctc_greedy_errors
 from wenet_echat.text.labels import LABEL_VOCABS
 from wenet_echat.train.checkpoint import load_model_weights, read_state_dict
 
@@ -38,24 +38,19 @@ def test_char_ids():
     assert char_ids("  ...  ") == []
 
 
-def test_edit_distance():
-    assert edit_distance([1, 2, 3], [1, 2, 3]) == 0
-    assert edit_distance([], [4, 5]) == 2 and edit_distance([4, 5], []) == 2
-    assert edit_distance([1, 2, 3], [1, 3]) == 1          # one deletion
-    assert edit_distance([1, 9, 3, 4], [1, 2, 3]) == 2    # a substitution and an insertion
-
-
 def test_ctc_greedy_errors_merge_repeats_and_drop_blanks():
-    blank = 5
-    # best paths: row 0 "1 1 _ 1 2 _" -> [1, 1, 2]; row 1 "3 3 3 _" (length 4 of 6) -> [3]
-    paths = [[1, 1, blank, 1, 2, blank], [3, 3, 3, blank, 4, 4]]
-    logp = torch.full((2, 6, blank + 1), -10.0)
+    blank = 10
+    # best paths: row 0 "1 1 _ 1 2 _" -> [1, 1, 2] (exact); row 1 "3 3 3 _" (length 4 of 6) -> [3] (3 deletions);
+    # row 2 "1 9 9 3 4 _" -> [1, 9, 3, 4] against [1, 2, 3] (a substitution and an insertion)
+    paths = [[1, 1, blank, 1, 2, blank], [3, 3, 3, blank, 4, 4], [1, 9, 9, 3, 4, blank]]
+    logp = torch.full((3, 6, blank + 1), -10.0)
     for b, path in enumerate(paths):
         for t, u in enumerate(path):
             logp[b, t, u] = 0.0
-    refs = torch.tensor([[1, 1, 2, -1], [3, 4, 4, 4]])
-    errs, units = ctc_greedy_errors(logp.transpose(0, 1), torch.tensor([6, 4]), refs, torch.tensor([3, 4]), blank)
-    assert (float(errs), float(units)) == (0 + 3, 3 + 4)
+    refs = torch.tensor([[1, 1, 2, -1], [3, 4, 4, 4], [1, 2, 3, -1]])
+    errs, units = ctc_greedy_errors(logp.transpose(0, 1), torch.tensor([6, 4, 6]), refs, torch.tensor([3, 4, 3]),
+                                    blank)
+    assert (float(errs), float(units)) == (0 + 3 + 2, 3 + 4 + 3)
 
 
 def test_build_and_config_errors(corpus):

@@ -36,6 +36,7 @@ import random
 from collections import Counter
 from typing import Any
 
+import jiwer
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,10 +50,11 @@ CUES: tuple[str, ...] = tuple(LABEL_VOCABS)
 # keys of the EChat ``model:`` mapping (wenet_echat.model.echat.build_model)
 ECHAT_KEYS = frozenset({"encoder", "encoder_conf", "adapter", "adapter_conf", "llm", "llm_conf", "speech_codes", "init",
                         "ctc_weight"})
-PRETRAIN_TASKS: tuple[str, ...] = ("asr", "tag")  # the batch's task only names the data it was drawn for
+PRETRAIN_TASKS: tuple[str, ...] = ("asr", "tag")  # a batch's task names its records and (task_losses) its losses
 CHARS = " 'abcdefghijklmnopqrstuvwxyz"
 CTC_UNITS = ("char", "tokenizer")
 LOSSES = ("ctc", "cue")
+ALL_LOSSES = frozenset(LOSSES)
 
 
 def char_ids(text: str) -> list[int]:
@@ -71,25 +73,15 @@ def char_ids(text: str) -> list[int]:
 def ctc_greedy_errors(logp: torch.Tensor, lengths: torch.Tensor, ref_ids: torch.Tensor, ref_lengths: torch.Tensor,
                       blank: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy CTC decoding of ``logp`` (T, B, C) (best path, repeats merged, blanks dropped) scored against the
-    reference ids: (summed edit distance, summed reference length), both as tensors."""
+    reference ids (every reference non-empty): (summed edit distance, summed reference length), as tensors."""
     best = logp.argmax(-1).transpose(0, 1).tolist()
-    errs = units = 0
+    hyps, refs = [], []
     for row, n, ref, m in zip(best, lengths.tolist(), ref_ids.tolist(), ref_lengths.tolist()):
-        hyp = [u for k, u in enumerate(row[:n]) if u != blank and (k == 0 or u != row[k - 1])]
-        errs += edit_distance(hyp, ref[:m])
-        units += m
-    return torch.tensor(float(errs)), torch.tensor(float(units))
-
-
-def edit_distance(a: list[int], b: list[int]) -> int:
-    """Levenshtein distance between two id sequences (substitutions, insertions and deletions cost 1)."""
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i] + [0] * len(b)
-        for j, y in enumerate(b, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
-        prev = cur
-    return prev[-1]
+        hyps.append(" ".join(str(u) for k, u in enumerate(row[:n]) if u != blank and (k == 0 or u != row[k - 1])))
+        refs.append(" ".join(str(u) for u in ref[:m]))
+    ops = jiwer.process_words(refs, hyps)  # the edit distance the scorer uses, over unit ids as words
+    return (torch.tensor(float(ops.substitutions + ops.deletions + ops.insertions)),
+            torch.tensor(float(ref_lengths.sum())))
 
 
 class EncoderPretrainModel(nn.Module):
@@ -102,7 +94,9 @@ class EncoderPretrainModel(nn.Module):
             raise ValueError(f"ctc_weight {ctc_weight} and cue_weight {cue_weight} must be >= 0, not both 0")
         if ctc_units not in CTC_UNITS:
             raise ValueError(f"ctc_units must be one of {', '.join(CTC_UNITS)}, got {ctc_units!r}")
-        self.task_losses = {t: frozenset(LOSSES) for t in PRETRAIN_TASKS}
+        if task_losses is not None and not isinstance(task_losses, dict):
+            raise ValueError(f"model.pretrain_conf.task_losses must be a mapping task -> losses, got {task_losses!r}")
+        self.task_losses = dict.fromkeys(PRETRAIN_TASKS, ALL_LOSSES)
         for task, losses in (task_losses or {}).items():
             if task not in PRETRAIN_TASKS:
                 raise ValueError(f"model.pretrain_conf.task_losses: unknown task {task!r}; known: "
@@ -169,7 +163,7 @@ class EncoderPretrainModel(nn.Module):
         of the cue cross-entropies, each only if ``task_losses[task]`` names it (no task: both); ``acc`` = cue
         accuracy over labelled cues; ``acc_<cue>``, ``ctc``, ``n_tokens`` (labelled cues, at least 1 so CTC-only
         batches still weigh in); in eval mode also ``ctc_errs``/``ctc_units`` (greedy CTC decoding errors)."""
-        losses = self.task_losses.get(task, frozenset(LOSSES)) if task else frozenset(LOSSES)
+        losses = self.task_losses.get(task or "", ALL_LOSSES)  # no or unknown task: both losses
         h, lens = self.encoder(feats, feats_lengths)
         loss = h.float().sum() * 0.0  # keeps a graph when a batch has nothing to learn for the enabled losses
         out: dict[str, torch.Tensor] = {}
@@ -217,14 +211,11 @@ def build_encoder_pretrain(conf: dict[str, Any], text_vocab_size: int) -> Encode
     if bad:
         raise KeyError(f"unknown model.pretrain_conf key(s) {bad}; known: ctc_units, ctc_weight, cue_weight, "
                        "task_losses")
-    task_losses = pconf.get("task_losses")
-    if task_losses is not None and not isinstance(task_losses, dict):
-        raise ValueError(f"model.pretrain_conf.task_losses must be a mapping task -> losses, got {task_losses!r}")
     encoder = ENCODERS.build(conf["encoder"], dict(conf.get("encoder_conf") or {}))
     return EncoderPretrainModel(encoder, text_vocab_size, float(pconf.get("ctc_weight", 1.0)),
                                 float(pconf.get("cue_weight", 1.0)), str(pconf.get("ctc_units", "char")),
-                                task_losses)
+                                pconf.get("task_losses"))
 
 
 __all__ = ["CHARS", "CTC_UNITS", "CUES", "ECHAT_KEYS", "LOSSES", "PRETRAIN_TASKS", "EncoderPretrainModel",
-           "build_encoder_pretrain", "char_ids", "ctc_greedy_errors", "edit_distance"]
+           "build_encoder_pretrain", "char_ids", "ctc_greedy_errors"]
