@@ -7,7 +7,7 @@ without thinking; and the engine's LLM decoding speed next to
 Usage (from the repository root):
     .venv/bin/python bench/latency.py [--model_dir egs/echat/exp/stage3 --token2wav_dir egs/echat/exp/token2wav]
         [--random] [--wav in.wav] [--threads 1] [--repeats 3] [--text_tokens 64] [--speech_tokens 100]
-        [--json out.json]
+        [--kv_cache static|hf] [--json out.json]
 
 Models: ``--model_dir`` / ``--token2wav_dir`` when given; else the recipe's newest trained stage
 (``egs/echat/exp/stage3``, ``stage2``, ``stage1``) and ``egs/echat/exp/token2wav`` when they exist; else (or with
@@ -46,6 +46,7 @@ from wenet_echat.infer.decode import LoadedModel  # noqa: E402
 from wenet_echat.infer.session import ChatConf, ChatEngine  # noqa: E402
 from wenet_echat.infer.stream import ContextBuilder, IncrementalDecoder  # noqa: E402
 from wenet_echat.infer.user_audio import load_user_audio  # noqa: E402
+from wenet_echat.llm import CACHE_KINDS  # noqa: E402
 from wenet_echat.model import GenerateConf, build_model  # noqa: E402
 from wenet_echat.text.prompts import INSTRUCTIONS, SYSTEM_PROMPTS, system_prompt  # noqa: E402
 from wenet_echat.text.tokenizer import SentencePieceTokenizer, train_sentencepiece  # noqa: E402
@@ -70,6 +71,8 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="streaming: speech tokens before the first audio chunk (default: the token2wav config)")
     p.add_argument("--lookahead", type=int, default=None,
                    help="streaming: tokens of right context withheld per chunk (default: the token2wav config)")
+    p.add_argument("--kv_cache", default="static", choices=CACHE_KINDS,
+                   help="the engine's KV cache: static (lean step) or hf (transformers' forward + DynamicCache)")
     p.add_argument("--json", default=None, help="also write the numbers here")
     return p.parse_args(argv)
 
@@ -121,7 +124,7 @@ def median_turn(engine: ChatEngine, conf: ChatConf, task: str, wav: np.ndarray, 
 
 
 @torch.inference_mode()
-def decode_speed(engine: ChatEngine, wav: np.ndarray, n: int, repeats: int) -> dict[str, Any]:
+def decode_speed(engine: ChatEngine, wav: np.ndarray, n: int, repeats: int, kv_cache: str) -> dict[str, Any]:
     """Greedy text decoding of ``n`` new tokens (EOS suppressed) from the same s2s_think prompt embeddings: the
     engine's incremental decoder vs ``llm.generate(inputs_embeds=...)``."""
     model = engine.model
@@ -133,7 +136,7 @@ def decode_speed(engine: ChatEngine, wav: np.ndarray, n: int, repeats: int) -> d
     eos = model.eos_id
 
     def ours() -> list[int]:
-        dec = IncrementalDecoder(model)
+        dec = IncrementalDecoder(model, kv_cache)
         dec.feed(emb)
         out = []
         for _ in range(n):
@@ -188,7 +191,8 @@ def fmt(d: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = get_args(argv)
     torch.set_num_threads(args.threads)
-    gen = GenerateConf(max_text_tokens=args.text_tokens, max_speech_tokens=args.speech_tokens)
+    gen = GenerateConf(max_text_tokens=args.text_tokens, max_speech_tokens=args.speech_tokens,
+                       kv_cache=args.kv_cache)
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(sys.stderr):
         conf = ChatConf(generate=gen, max_history_turns=0)
         engine, source = pick_models(args, Path(tmp), conf)
@@ -200,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         wav, wav_name = user_audio(args)
         print(f"models model={engine.loaded.checkpoint} token2wav={'yes' if engine.token2wav else 'no'} "
               f"vocoder={engine.vocoder} ({source}) input={wav_name} ({wav.size / 16000:.2f} s) "
-              f"threads={args.threads}"
+              f"threads={args.threads} kv_cache={args.kv_cache}"
               + (f" first_chunk={sched.first_chunk} lookahead={sched.lookahead}" if sched is not None else ""))
         results: dict[str, Any] = {"models": source, "checkpoint": engine.loaded.checkpoint, "turns": []}
         for task in ("s2s_think", "s2s_chat"):
@@ -212,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"task": task, "audio": mode, **{k: t[k] for k in keep if k in t}}
                 results["turns"].append(row)
                 print("turn " + fmt(row))
-        speed = decode_speed(engine, wav, args.text_tokens, args.repeats)
+        speed = decode_speed(engine, wav, args.text_tokens, args.repeats, args.kv_cache)
         results["decode"] = speed
         print("decode " + fmt(speed))
     if args.json:

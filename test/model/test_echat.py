@@ -132,14 +132,16 @@ def memorised_model(tok, batch, task: str, seed: int, steps: int = 150):
 
 
 @torch.no_grad()
-def test_generate_equals_uncached_greedy_and_respects_phases(setup):
+@pytest.mark.parametrize("kv_cache", ["static", "hf"])
+def test_generate_equals_uncached_greedy_and_respects_phases(setup, kv_cache):
     tok, _, batch = setup
     model = memorised_model(tok, batch, "s2s_chat", seed=2)  # the decode runs through both phases
     prompts = make_inputs(batch, "s2s_chat", tok, model.audio_lengths, model.speech_bos, prompt_only=True)
     assert prompts["lengths"].unique().numel() == 1 or (prompts["attention_mask"][:, 0] == 0).any()
     out = model.generate(**{k: prompts[k] for k in ("input_ids", "kinds", "attention_mask", "position_ids",
                                                      "feats", "feats_lengths")},
-                         speak=prompts["speak"], conf=GenerateConf(max_text_tokens=40, max_speech_tokens=20))
+                         speak=prompts["speak"], conf=GenerateConf(max_text_tokens=40, max_speech_tokens=20,
+                                                                 kv_cache=kv_cache))
     n_finished = 0
     for b, (row, rec) in enumerate(zip(out, prompts["records"])):
         assert tok.decode(row["text_ids"]) == rec["response"]  # the text phase is memorised exactly

@@ -44,6 +44,7 @@ from wenet_echat.infer import decode_batch, load_model_dir
 from wenet_echat.infer.decode import attach_speech_processors
 from wenet_echat.infer.repetition import RepetitionRule, SpeechRepetitionBlocker
 from wenet_echat.infer.reply_audio import ReplyAudio
+from wenet_echat.llm import CACHE_KINDS
 from wenet_echat.model import GenerateConf, SamplingConf
 from wenet_echat.text.targets import TARGET_TASKS
 from wenet_echat.text.think import THINK_STYLES
@@ -88,6 +89,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--wav_dir", default=None, help="reply wav folder (default: reply_wavs next to --out)")
     g.add_argument("--t2w_n_steps", type=int, default=None, help="flow Euler steps (default: model config)")
     g.add_argument("--t2w_cfg_rate", type=float, default=None, help="flow guidance rate (default: model config)")
+    p.add_argument("--kv_cache", default="static", choices=CACHE_KINDS,
+                   help="static: preallocated cache + lean step (Qwen2/Llama; others fall back); hf: transformers'")
     p.add_argument("--seed", type=int, default=777)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
@@ -98,7 +101,7 @@ def init_generate_conf(args: argparse.Namespace) -> tuple[GenerateConf, dict[str
     """Decoding limits, per-phase sampling and (if the model supports it) speech repetition blocking."""
     gen = GenerateConf(
         max_text_tokens=args.max_text_tokens, max_speech_tokens=args.max_speech_tokens,
-        min_speech_tokens=args.min_speech_tokens, seed=args.seed,
+        min_speech_tokens=args.min_speech_tokens, seed=args.seed, kv_cache=args.kv_cache,
         text=SamplingConf(args.text_temperature, args.text_top_k, args.text_top_p),
         speech=SamplingConf(args.speech_temperature, args.speech_top_k, args.speech_top_p))
     if args.no_speech_blocking:

@@ -290,7 +290,7 @@ class ChatSession:
     def _context(self, task: str) -> IncrementalDecoder:
         """The decoder holding exactly the kept history (rebuilt when missing or made for another task)."""
         if self._dec is None or self._ctx_task != task:
-            self._dec = IncrementalDecoder(self.engine.model)
+            self._dec = IncrementalDecoder(self.engine.model, self.conf.generate.kv_cache)
             self._history_builder(task).feed(self._dec)
             self._ctx_task = task
         return self._dec
@@ -353,7 +353,7 @@ class ChatSession:
             start = dec.length
             history = len(self.turns)
         else:
-            dec, start, history, fed0 = IncrementalDecoder(eng.model), 0, 0, 0
+            dec, start, history, fed0 = IncrementalDecoder(eng.model, self.conf.generate.kv_cache), 0, 0, 0
         ContextBuilder(eng.tokenizer, eng.model.speech_bos).user_turn(
             system_prompt(task) if start == 0 else None, user_text, frames).feed(dec)
         prompt_end = dec.length

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from wenet_echat.llm import backbone, run_decoder
+from wenet_echat.llm import backbone, new_decode_cache, run_decoder
 from wenet_echat.model import EChatModel, GenerateConf
 from wenet_echat.model.echat import SpeechProcessor, next_speech_code
 from wenet_echat.text.targets import KIND_AUDIO, KIND_SPEECH, KIND_TEXT
@@ -44,8 +44,9 @@ class IncrementalDecoder:
     Not thread-safe: one conversation is decoded by one thread at a time (the session serialises its turns).
     """
 
-    def __init__(self, model: EChatModel):
+    def __init__(self, model: EChatModel, kv_cache: str = "static"):
         self.model = model
+        self.kv_cache = kv_cache  # GenerateConf.kv_cache: "static" (lean step where supported) or "hf"
         self.stack = backbone(model.llama_model)
         self.lm_head = model.llama_model.get_output_embeddings()
         self.device = next(model.parameters()).device
@@ -63,6 +64,8 @@ class IncrementalDecoder:
             return
         pos = torch.arange(self.length, self.length + n, device=self.device).unsqueeze(0)
         mask = torch.ones(1, self.length + n, dtype=torch.long, device=self.device)
+        if self.cache is None:
+            self.cache = new_decode_cache(self.stack, 1, self.kv_cache)
         hidden, self.cache = run_decoder(self.stack, emb, mask, pos, cache=self.cache, use_cache=True)
         self.length += n
         self.fed += n

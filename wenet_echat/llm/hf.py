@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from wenet_echat.llm.kv_cache import StaticKVCache
 from wenet_echat.utils.registry import Registry
 from wenet_echat.utils.tensors import dtype_kind_problem, fmt_names
 
@@ -208,7 +209,12 @@ def _cache_kwarg(cls: type) -> str:
 def run_decoder(stack: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, cache: Any = None,
                 use_cache: bool = False) -> tuple[torch.Tensor, Any]:
-    """One call of the decoder stack: ``(last hidden state, KV cache or None)`` across transformers versions."""
+    """One call of the decoder stack: ``(last hidden state, KV cache or None)`` across transformers versions.
+    A :class:`~wenet_echat.llm.kv_cache.StaticKVCache` runs its lean step instead of the stack's forward."""
+    if isinstance(cache, StaticKVCache):
+        if position_ids is None:
+            raise ValueError("a StaticKVCache step needs position_ids")
+        return cache.forward(inputs_embeds, attention_mask, position_ids), cache
     name = _cache_kwarg(type(stack))
     kwargs: dict[str, Any] = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask,
                               "position_ids": position_ids, "use_cache": use_cache}

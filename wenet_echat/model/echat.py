@@ -40,7 +40,7 @@ from wenet_echat.encoder import (
     load_hf_whisper_encoder,
     load_openai_whisper_encoder,
 )
-from wenet_echat.llm import LLMS, backbone, hidden_size, run_decoder
+from wenet_echat.llm import LLMS, backbone, hidden_size, new_decode_cache, run_decoder
 from wenet_echat.model.encoder_pretrain import ECHAT_KEYS, EncoderPretrainModel, build_encoder_pretrain
 from wenet_echat.model.inputs import make_inputs
 from wenet_echat.text.targets import IGNORE_ID, KIND_AUDIO, KIND_SPEECH, KIND_TEXT, joint_labels
@@ -84,6 +84,9 @@ class GenerateConf:
     text: SamplingConf = field(default_factory=SamplingConf)
     speech: SamplingConf = field(default_factory=SamplingConf)
     seed: int | None = None
+    # "static": a preallocated KV cache and the lean decoding step for Qwen2/Llama stacks
+    # (wenet_echat.llm.kv_cache; other models fall back); "hf": transformers' forward and DynamicCache
+    kv_cache: str = "static"
     # speech-phase logits processors: (codes so far, logits (codes + 1,)) -> logits, applied in order
     speech_processors: list[SpeechProcessor] = field(default_factory=list)
 
@@ -276,7 +279,8 @@ class EChatModel(nn.Module):
         stack = backbone(self.llama_model)
         emb = self.embed(input_ids, kinds, frames)
         mask = attention_mask.clone()
-        hidden, past = run_decoder(stack, emb, mask, position_ids, use_cache=True)
+        past = new_decode_cache(stack, batch, conf.kv_cache)
+        hidden, past = run_decoder(stack, emb, mask, position_ids, cache=past, use_cache=True)
         hidden = hidden[:, -1]
         next_pos = position_ids[:, -1] + 1
         # phase per row: 0 text, 1 speech BOS to force, 2 speech, 3 done
