@@ -33,6 +33,8 @@ encoder_conf=encoder  # encoder pre-training config of stage 5: $conf_dir/train_
 reply_asr=false       # true: stages 1 and 2 also train ASR on the reply audio (train_reply_asr, one voice, ~45 % of
                       # the audio); the mini stages reach their accuracy on the labelled list alone, in half the time
 think=true            # false: stage 3 without dual thinking (the paper's ablation) -> $exp/stage3_nothink
+think_style=""        # stage 3 CoT form: "" = the config's (auto: the corpus's natural-language CoT); tag | natural |
+                      # cues (the tag form without the transcript) -> $exp/stage3_<style>
 t2w_flow_minutes=8    # token-to-wave training budget (CPU minutes) of the flow model ...
 t2w_vocoder_minutes=4 # ... and of the vocoder (regression warm start)
 resynth_utts=20       # distinct test replies resynthesised and scored in stage 11
@@ -55,7 +57,8 @@ Stages:
   6  decode + score stage 1 on dev/test (ASR WER/CER, per-cue tag accuracy) -> $exp/stage1/decode_<set>/results.md
   7  speech tokens: k-means units on the train reply audio, response_tokens for every split -> data.tok.list
   8  train stage 2 (generation: TTS, S2S/S2T/text chat, understanding replay) from stage 1 -> $exp/stage2
-  9  train stage 3 (empathy: S2S with dual thinking + replay) from stage 2 -> $exp/stage3 (or stage3_nothink)
+  9  train stage 3 (empathy: S2S with dual thinking + replay) from stage 2 -> $exp/stage3 (stage3_nothink with
+     --think false, stage3_<style> with --think_style)
  10  token-to-wave: flow matching (tokens -> mel) and vocoder (mel -> wave) on the reply audio -> $exp/token2wav
  11  resynthesise test replies from gold tokens (Griffin-Lim and neural vocoder) and score them against the
      original audio (pocketsphinx WER, DNSMOS, speaker similarity) -> $exp/token2wav/resynth_test.md
@@ -72,7 +75,7 @@ Options (default):
   --dump_feats ($dump_feats) --feats_type ($feats_type; whisper_log_mel|fbank)
   --spm_vocab ($spm_vocab) --conf_dir ($conf_dir) --nproc ($nproc) --threads ($threads)
   --train_extra ("$train_extra") --speech_codes ($speech_codes) --encoder_conf ($encoder_conf)
-  --reply_asr ($reply_asr) --think ($think)
+  --reply_asr ($reply_asr) --think ($think) --think_style ("$think_style")
   --t2w_flow_minutes ($t2w_flow_minutes) --t2w_vocoder_minutes ($t2w_vocoder_minutes) --resynth_utts ($resynth_utts)
   --s2s_systems ("$s2s_systems") --s2s_every ($s2s_every) --s2s_batch_size ($s2s_batch_size)
   --judge_conf ($judge_conf)
@@ -96,6 +99,7 @@ up_to_date() {
 }
 case $data_type in raw|shard) ;; *) log "--data_type must be raw or shard, got '$data_type'"; exit 2 ;; esac
 case $think in true|false) ;; *) log "--think must be true or false, got '$think'"; exit 2 ;; esac
+case $think_style in ""|auto|tag|natural|cues) ;; *) log "--think_style must be auto, tag, natural or cues, got '$think_style'"; exit 2 ;; esac
 logdir=$exp/data_prep/log
 export OMP_NUM_THREADS=$threads
 
@@ -251,11 +255,13 @@ if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
 fi
 
 stage3_dir=$exp/stage3
-[ "$think" = false ] && stage3_dir=$exp/stage3_nothink
+if [ "$think" = false ]; then stage3_dir=$exp/stage3_nothink
+elif [ -n "$think_style" ]; then stage3_dir=$exp/stage3_$think_style; fi
 if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
-  log "stage 9: train stage 3 (empathy, think=$think) -> $stage3_dir"
+  log "stage 9: train stage 3 (empathy, think=$think${think_style:+, think_style=$think_style}) -> $stage3_dir"
   cv_list=$(data_list dev data.tok)
-  [ "$think" = false ] && train_extra="$train_extra --override train_conf.think=false"
+  if [ "$think" = false ]; then train_extra="$train_extra --override train_conf.think=false"
+  elif [ -n "$think_style" ]; then train_extra="$train_extra --override train_conf.think_style=$think_style"; fi
   train_stage stage3 "$stage3_dir" "$exp/stage2/final" "" "$(data_list train data.tok)"
 fi
 

@@ -85,6 +85,39 @@ def test_every_speech_task_decodes_without_gold_tokens(trained):
             assert r["think"] == "" or r["task"] == "s2s_think"  # --no_think: no CoT is prompted for
 
 
+def test_history_reaches_the_decoding_prompt_of_chat_tasks(trained, monkeypatch):
+    """data.list ``history`` -> dataset -> batch -> prompt: the earlier turns are in the s2t_chat prompt (in
+    order, before the current user turn) and not in the asr prompt."""
+    from wenet_echat.model import EChatModel
+    from wenet_echat.text.targets import KIND_TEXT
+
+    root, _, recs = trained
+    turns = [{"text": "my cat ran away", "response": "oh no, I am sorry"},
+             {"text": "she came back", "response": "what a relief"}]
+    dialog = root / "dialog.list"
+    dialog.write_text(json.dumps({**recs[0], "history": turns}) + "\n")
+    prompts = []
+    generate = EChatModel.generate
+
+    def spy(self, input_ids, kinds, attention_mask, *args, **kwargs):
+        prompts.append((input_ids, kinds, attention_mask))
+        return generate(self, input_ids, kinds, attention_mask, *args, **kwargs)
+
+    monkeypatch.setattr(EChatModel, "generate", spy)
+    hyp = root / "dialog_hyp.jsonl"
+    assert decode_cli.main(["--model_dir", str(root / "exp"), "--data_list", str(dialog), "--tasks", "asr",
+                            "s2t_chat", "--out", str(hyp), "--max_text_tokens", "3"]) == 0
+    tok = load_model_dir(root / "exp").tokenizer
+    texts = [tok.decode([int(i) for i, k, m in zip(ids[0], kinds[0], mask[0]) if k == KIND_TEXT and m])
+             for ids, kinds, mask in prompts]
+    assert len(texts) == 2
+    asr, chat = texts
+    assert "cat" not in asr
+    said = [chat.find(w) for w in ("my cat ran away", "oh no, I am sorry", "she came back", "what a relief")]
+    assert -1 not in said and said == sorted(said), chat
+    assert chat.rfind("user") > said[-1]  # the current user turn follows the history
+
+
 def test_missing_audio_is_reported_and_an_empty_decode_fails(trained, capfd):
     root, _, recs = trained
     half = root / "half_missing.list"

@@ -6,6 +6,7 @@ import torch
 from wenet_echat.text.labels import TASKS
 from wenet_echat.text.prompts import ASSISTANT_NAME, INSTRUCTIONS, SYSTEM_PROMPTS, parse_tag_string, tag_string
 from wenet_echat.text.targets import (
+    CHAT_TASKS,
     IGNORE_ID,
     KIND_AUDIO,
     KIND_SPEECH,
@@ -115,6 +116,25 @@ def test_layout_and_loss_per_task(tok, task):
     if task in ("tts", "s2s_chat", "s2s_think"):
         speech = ex.segments[-1]
         assert speech.ids == [4096, *CODES, 4096] and speech.loss is True
+
+
+HISTORY = [{"text": "I could not sleep last night.", "response": "That is hard; what kept you awake?"},
+           {"text": "The neighbours had a party.", "response": "Oh no, that sounds exhausting."}]
+
+
+@pytest.mark.parametrize("task", list(EXPECTED_KINDS))
+def test_history_goes_between_system_and_user_turn_of_chat_tasks(tok, task):
+    plain, with_history = build_example(REC, task, tok), build_example(dict(REC, history=HISTORY), task, tok)
+    prompt = tok.decode(with_history.segments[0].ids)
+    if task not in CHAT_TASKS:  # understanding and TTS prompts ignore the dialogue
+        assert [s.ids for s in with_history.segments] == [s.ids for s in plain.segments]
+        return
+    turns = "".join(f"{IM_START}user\n{h['text']}{IM_END}\n{IM_START}assistant\n{h['response']}{IM_END}\n"
+                    for h in HISTORY)
+    assert prompt.startswith(f"{IM_START}system\n{SYSTEM_PROMPTS[task]}{IM_END}\n{turns}{IM_START}user\n")
+    # the earlier replies carry no loss: the loss-bearing text is exactly the current target
+    assert _loss_text(tok, with_history) == _loss_text(tok, plain)
+    assert with_history.kinds == plain.kinds
 
 
 def test_mask_spans_carry_no_loss(tok):

@@ -41,6 +41,7 @@ def _full_record(**kw):
 def test_valid_record_serves_every_task():
     rec = _full_record()
     assert check_record(rec) == []
+    assert check_record(dict(rec, history=[{"text": "hi", "response": "hello"}])) == []
     assert record_tasks(rec) == list(TASKS)
     assert "none" in EVENTS and "comforting" in REPLY_EMOTIONS
 
@@ -60,6 +61,10 @@ def test_valid_record_serves_every_task():
         ({"category": "style"}, "category 'style' not in"),
         ({"response_tokens": [1, -2]}, "non-negative integers"),
         ({"text": "bad \ufffd byte"}, "U+FFFD"),
+        ({"history": {"text": "hi"}}, "field 'history' must be list"),
+        ({"history": ["hi"]}, "history[0] must be an object with 'text' and 'response', got str"),
+        ({"history": [{"text": "hi", "response": "hello"}, {"text": " "}]}, "history[1].text must be a non-empty"),
+        ({"history": [{"text": "hi", "response": 3}]}, "history[0].response must be a non-empty string"),
     ],
 )
 def test_record_problems(change, problem):
@@ -101,3 +106,17 @@ def test_think_style_in_targets():
     natural = target_text(rec, "s2s_think", think_style="natural")
     assert natural.startswith("<think>This sounds like an elderly man") and natural.endswith("<think end>Oh no.")
     assert target_text(rec, "s2s_think", think=False) == "Oh no."
+
+
+def test_cue_think_leaves_out_the_transcript_and_parses_back():
+    from wenet_echat.text.targets import target_text
+    from wenet_echat.text.think import parse_think
+
+    rec = {"text": "I lost my keys.", "labels": LABELS, "response": "Oh no.", "response_emotion": "comforting",
+           "think": "a gold paragraph"}
+    cues = target_text(rec, "s2s_think", think_style="cues")
+    assert cues.startswith("<think>age: <old>, gender: <female>, emotion: <sad>, sound event: <alarm>")
+    assert "keys" not in cues and cues.endswith("<think end>Oh no.")
+    assert parse_think(cues) == {"transcript": None, **LABELS, "response_emotion": "comforting"}
+    with pytest.raises(ValueError, match="think_style must be one of auto, tag, natural, cues"):
+        target_text(rec, "s2s_think", think_style="paragraph")

@@ -21,7 +21,7 @@ from wenet_echat.dataset.processor import Sample, SkipStats, num_frames
 IGNORE_ID = -1
 # record fields copied into per-sample lists (None where a record lacks the field)
 LIST_FIELDS = ("text", "labels", "response", "response_emotion", "response_tokens", "think", "speaker",
-               "category", "response_wav")
+               "category", "response_wav", "history")
 
 
 def sample_tokens(s: Sample) -> int:

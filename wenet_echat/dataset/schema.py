@@ -90,10 +90,29 @@ def check_record(rec: dict[str, Any]) -> list[str]:
     toks = rec.get("response_tokens")
     if toks is not None and not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in toks):
         problems.append("response_tokens must be a list of non-negative integers")
+    problems += history_problems(rec.get("history"))
     for field in ("text", "response", "think"):
         if isinstance(rec.get(field), str) and "\ufffd" in rec[field]:
             problems.append(f"field '{field}' holds U+FFFD (text was not valid UTF-8)")
     return problems
 
 
-__all__ = ["FIELD_TYPES", "LABEL_VOCABS", "check_record", "missing_fields", "record_tasks"]
+def history_problems(history: Any) -> list[str]:
+    """Problems of a ``history`` field: a list of earlier turns, oldest first, each ``{"text": what the user
+    said, "response": what the assistant answered}`` with non-empty strings."""
+    if history is None:
+        return []
+    if not isinstance(history, list):
+        return [f"field 'history' must be a list of turns, got {type(history).__name__}"]
+    problems = []
+    for i, turn in enumerate(history):
+        if not isinstance(turn, dict):
+            problems.append(f"history[{i}] must be an object with 'text' and 'response', got {type(turn).__name__}")
+            continue
+        for key in ("text", "response"):
+            if not isinstance(turn.get(key), str) or not turn[key].strip():
+                problems.append(f"history[{i}].{key} must be a non-empty string")
+    return problems
+
+
+__all__ = ["FIELD_TYPES", "history_problems", "LABEL_VOCABS", "check_record", "missing_fields", "record_tasks"]

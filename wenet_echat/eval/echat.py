@@ -117,7 +117,9 @@ def summarize_items(items: list[dict[str, Any]], refs: list[Mapping[str, Any]]) 
         out["cot"] = cue_accuracy([r.get("labels") or {} for r, _ in with_cot], [it["cot"] for _, it in with_cot],
                                   TAG_ORDER)
         said = [(str(r.get("text")), it["cot"].get("transcript") or "") for r, it in with_cot if r.get("text")]
-        if said:
+        # a CoT form that quotes no transcript (think_style cues) has no CoT WER; one that sometimes fails to is
+        # scored with those rows as deletions
+        if said and any(it["cot"].get("transcript") is not None for _, it in with_cot):
             out["cot_asr"] = error_rates([a for a, _ in said], [b for _, b in said])
     emo = [(it["gold_reply_emotion"], it["reply_emotion"]) for it in items
            if it["gold_reply_emotion"] and it["reply_emotion"]]

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from wenet_echat.model import EChatModel, GenerateConf, build_model, make_inputs
+from wenet_echat.text.targets import CHAT_TASKS
 from wenet_echat.text.think import THINK_BEGIN, THINK_END, parse_think
 from wenet_echat.text.tokenizer import TextTokenizer, build_tokenizer
 from wenet_echat.train.checkpoint import read_state_dict, resolve_checkpoint
@@ -106,7 +107,6 @@ def split_output(text: str) -> tuple[str, str]:
     return think.strip(), reply.strip()
 
 
-CHAT_TASKS = frozenset({"s2t_chat", "t2t", "s2s_chat", "s2s_think"})
 # what a decoding prompt reads from a record, per task (everything else feeds the target only)
 PROMPT_FIELDS: dict[str, tuple[str, ...]] = {"tts": ("response",), "t2t": ("text",)}
 # stand-ins for target-only fields a record may lack at test time (the prompt never shows them)

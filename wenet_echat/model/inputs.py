@@ -29,7 +29,7 @@ from wenet_echat.text.targets import (
 )
 from wenet_echat.text.tokenizer import TextTokenizer
 
-RECORD_FIELDS = ("text", "labels", "response", "response_emotion", "response_tokens", "think")
+RECORD_FIELDS = ("text", "labels", "response", "response_emotion", "response_tokens", "think", "history")
 
 
 def batch_records(batch: dict[str, Any]) -> list[dict[str, Any]]:

@@ -20,6 +20,9 @@ s2s_chat    AUDIO                                                     reply EOS 
 s2s_think   AUDIO                                                     ``<think>`` CoT ``<think end>`` reply EOS S
 =========== ========================================================= =====================================
 
+A record with ``history`` (earlier turns ``[{"text", "response"}, ...]``) puts them between the system turn and
+the user turn of the chat tasks, each as a user turn and the assistant's reply; they carry no loss.
+
 Loss is on target tokens only, except the tokens of a ``<&&>`` span (a missing label), which carry none.
 ``think=False`` drops the CoT of ``s2s_think`` and uses the ``s2s_chat`` system prompt (the no-thinking
 ablation). The reply text is used as is: the reply emotion lives in the CoT, not as a leading tag.
@@ -59,6 +62,8 @@ SEGMENT_KINDS = ("text", "audio", "speech")
 TARGET_TASKS: tuple[str, ...] = ("asr", "tag", "s2t_chat", "t2t", "tts", "s2s_chat", "s2s_think")
 AUDIO_TASKS = frozenset({"asr", "tag", "s2t_chat", "s2s_chat", "s2s_think"})
 SPEECH_TASKS = frozenset({"tts", "s2s_chat", "s2s_think"})
+# the chat tasks: their prompt carries a record's ``history`` (earlier turns of a dialogue)
+CHAT_TASKS = frozenset({"s2t_chat", "t2t", "s2s_chat", "s2s_think"})
 # record fields the target builder reads (audio is loaded elsewhere; s2s_think needs text+labels or think)
 TARGET_FIELDS: dict[str, tuple[str, ...]] = {
     "asr": ("text",),
@@ -162,7 +167,8 @@ def target_text(record: dict[str, Any], task: str, think: bool = True, think_sty
     """The text target of ``task`` without the EOS ("" for tts).
 
     ``think_style`` picks the CoT of ``s2s_think``: ``auto`` = the record's ``think`` field, else the tag form
-    built from its labels; ``tag`` / ``natural`` = always built from the labels in that form."""
+    built from its labels; ``tag`` / ``natural`` / ``cues`` (the tag form without the transcript) = always built
+    from the labels in that form."""
     if task == "asr":
         return record["text"]
     if task == "tag":
@@ -207,9 +213,18 @@ def _speech_codes(rec: dict[str, Any], task: str, speech_bos: int) -> list[int]:
     return [speech_bos, *codes, speech_bos]
 
 
+def history_text(history: Sequence[dict[str, str]] | None) -> str:
+    """Earlier turns of a dialogue (``[{"text", "response"}, ...]``, oldest first) in the chat template: each a
+    user turn with what was said and the assistant's reply (its chain of thought is not kept), as
+    :class:`wenet_echat.infer.stream.ContextBuilder` keeps a live session's history."""
+    return "".join(f"{IM_START}user\n{turn['text']}{IM_END}\n{IM_START}assistant\n{turn['response']}{IM_END}\n"
+                   for turn in history or ())
+
+
 def build_prompt(record: dict[str, Any], task: str, tokenizer: TextTokenizer, rng: random.Random | None = None,
                  think: bool = True) -> list[Segment]:
-    """The prompt segments of ``task`` (system turn, user turn with the audio slot, assistant header)."""
+    """The prompt segments of ``task`` (system turn, the dialogue's earlier turns for the chat tasks, user turn
+    with the audio slot, assistant header)."""
     if task not in TARGET_TASKS:
         raise KeyError(f"unknown task {task!r}; known: {', '.join(TARGET_TASKS)}")
     sys_task = "s2s_chat" if task == "s2s_think" and not think else task
@@ -219,7 +234,8 @@ def build_prompt(record: dict[str, Any], task: str, tokenizer: TextTokenizer, rn
         user = record["text"]
     else:
         user = user_instruction(task, rng)
-    head = f"{IM_START}system\n{system_prompt(sys_task)}{IM_END}\n{IM_START}user\n{user}"
+    head = (f"{IM_START}system\n{system_prompt(sys_task)}{IM_END}\n"
+            + (history_text(record.get("history")) if task in CHAT_TASKS else "") + f"{IM_START}user\n{user}")
     tail = f"{IM_END}\n{IM_START}assistant\n"
     if task not in AUDIO_TASKS:
         return [Segment("text", tokenizer.encode(head + tail), False, "prompt")]
@@ -376,7 +392,8 @@ def joint_labels(labels: Any, kinds: Any, text_vocab_size: int) -> Any:
 
 
 __all__ = [
-    "AUDIO_TASKS", "Example", "Flat", "IGNORE_ID", "KIND_AUDIO", "KIND_SPEECH", "KIND_TEXT", "MissingFieldError",
-    "Packed", "SPEECH_BOS", "SPEECH_TASKS", "Segment", "TARGET_FIELDS", "TARGET_TASKS", "build_example",
-    "build_prompt", "collate", "has_target_fields", "encode_masked", "flatten", "joint_labels", "pack", "target_text",
+    "AUDIO_TASKS", "CHAT_TASKS", "Example", "Flat", "IGNORE_ID", "KIND_AUDIO", "KIND_SPEECH", "KIND_TEXT",
+    "MissingFieldError", "Packed", "SPEECH_BOS", "SPEECH_TASKS", "Segment", "TARGET_FIELDS", "TARGET_TASKS",
+    "build_example", "build_prompt", "collate", "encode_masked", "flatten", "has_target_fields", "history_text",
+    "joint_labels", "pack", "target_text",
 ]

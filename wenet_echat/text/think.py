@@ -1,7 +1,8 @@
 """The linguistic-paralinguistic dual-thinking chain of thought (English rendering), in OSUM-EChat's two forms.
 
 Tag form (``build_tag_think``): transcript and every cue as a tag, in the fixed OSUM order; unknown labels are
-written as :data:`MASK_TAG` and the target builder loss-masks that span. Natural-language form
+written as :data:`MASK_TAG` and the target builder loss-masks that span. Cue form (``build_cue_think``): the tag
+form without the transcript, the paralinguistic half alone. Natural-language form
 (``build_natural_think``): a short paragraph saying who speaks, what they said, how they feel, what else is heard
 and which reply tone fits. ``parse_tag_think`` / ``parse_natural_think`` / ``parse_think`` read cue values back
 from a (possibly generated) CoT so scoring can measure per-cue accuracy.
@@ -37,6 +38,15 @@ def build_tag_think(transcript: str, labels: dict[str, str | None], response_emo
     values = dict(labels, response_emotion=response_emotion)
     cues = ", ".join(f"{phrase}: {_tag(values.get(key))}" for key, phrase in _FIELDS)
     return f"the user said: {transcript.strip()}, {cues}; {CLOSING}"
+
+
+def build_cue_think(transcript: str, labels: dict[str, str | None], response_emotion: str | None) -> str:
+    """The tag form without the transcript: the paralinguistic half of the CoT alone. For models that cannot
+    yet transcribe (a from-scratch mini LLM): a wrong transcript early in the CoT derails what follows it."""
+    del transcript
+    values = dict(labels, response_emotion=response_emotion)
+    cues = ", ".join(f"{phrase}: {_tag(values.get(key))}" for key, phrase in _FIELDS)
+    return f"{cues}; {CLOSING}"
 
 
 def wrap_think(body: str) -> str:
@@ -140,14 +150,13 @@ def parse_think(text: str) -> dict[str, str | None]:
     return parse_natural_think(text)
 
 
-THINK_STYLES = ("auto", "tag", "natural")
+THINK_STYLES = ("auto", "tag", "natural", "cues")
 
 
 def build_think(transcript: str, labels: dict[str, str | None], response_emotion: str | None,
                 style: str = "tag") -> str:
-    """The CoT body in ``style`` ``tag`` or ``natural``."""
-    if style == "tag":
-        return build_tag_think(transcript, labels, response_emotion)
-    if style == "natural":
-        return build_natural_think(transcript, labels, response_emotion)
-    raise ValueError(f"think style must be 'tag' or 'natural', got {style!r}")
+    """The CoT body in ``style`` ``tag``, ``natural`` or ``cues`` (the tag form without the transcript)."""
+    builders = {"tag": build_tag_think, "natural": build_natural_think, "cues": build_cue_think}
+    if style not in builders:
+        raise ValueError(f"think style must be one of {', '.join(builders)}, got {style!r}")
+    return builders[style](transcript, labels, response_emotion)

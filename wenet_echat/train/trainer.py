@@ -56,7 +56,7 @@ class TrainConf:
     # weights, steps after the last entry from ``tasks``
     task_schedule: list[dict[str, Any]] = field(default_factory=list)
     think: bool = True  # s2s_think with the chain of thought (False = the no-thinking ablation)
-    think_style: str = "auto"  # auto (record's think, else tag form) | tag | natural (text/think.py)
+    think_style: str = "auto"  # auto (record's think, else tag form) | tag | natural | cues (text/think.py)
     train_engine: str = "torch_ddp"
     deepspeed_config: str | None = None
     dtype: str = "fp32"  # fp32 | bf16 | fp16 (autocast; DeepSpeed: its bf16/fp16 switch)
