@@ -60,8 +60,9 @@ Stages:
   9  train stage 3 (empathy: S2S with dual thinking + replay) from stage 2 -> $exp/stage3 (stage3_nothink with
      --think false, stage3_<style> with --think_style)
  10  token-to-wave: flow matching (tokens -> mel) and vocoder (mel -> wave) on the reply audio -> $exp/token2wav
- 11  resynthesise test replies from gold tokens (Griffin-Lim and neural vocoder) and score them against the
-     original audio (pocketsphinx WER, DNSMOS, speaker similarity) -> $exp/token2wav/resynth_test.md
+ 11  resynthesise test replies from gold tokens (Griffin-Lim and neural vocoder) and by copy synthesis (the
+     original audio's mel through each vocoder), score them against the original audio (pocketsphinx WER,
+     DNSMOS, speaker similarity) -> $exp/token2wav/resynth_test.md
  12  S2S decoding (s2s_think, with/without the CoT) of test with streamed reply wavs, per --s2s_systems
      -> $exp/<dir>/decode_test_<name>/{hyp.jsonl,hyp.summary.json,reply_wavs/}
  13  score them per EChat-eval category -> $exp/<dir>/decode_test_<name>/{results.md,results.json,plots/}
@@ -294,8 +295,17 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
         --threads "$threads"
     fi
     systems+=(--system "$voc=$out/wav.scp")
+    # copy synthesis (the original audio's mel through the vocoder, no flow) tells the vocoder's share of the loss
+    copy=$t2w/copy_test_$voc
+    if ! up_to_date "$copy/wav.scp" "$t2w/.vocoder.done" "$data/test_reply/data.list"; then
+      run_logged "$copy/log/synthesize.log" python -m wenet_echat.bin.synthesize --model_dir "$t2w" \
+        --in_list "$data/test_reply/data.list" --out_dir "$copy" --vocoder "$voc" --max_utts "$resynth_utts" \
+        --threads "$threads" --copy_synthesis
+    fi
+    systems+=(--system "copy_$voc=$copy/wav.scp")
   done
-  if up_to_date "$t2w/resynth_test.md" "$t2w/resynth_test_neural/wav.scp" "$t2w/resynth_test_griffinlim/wav.scp"; then
+  if up_to_date "$t2w/resynth_test.md" "$t2w/resynth_test_neural/wav.scp" "$t2w/resynth_test_griffinlim/wav.scp" \
+      "$t2w/copy_test_neural/wav.scp" "$t2w/copy_test_griffinlim/wav.scp"; then
     log "  $t2w/resynth_test.md up to date"
   else
     run_logged "$t2w/log/score_resynth.log" python -m wenet_echat.bin.score_speech \

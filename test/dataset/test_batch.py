@@ -47,6 +47,8 @@ def test_dynamic_batch_max_tokens():
         s["text_ids"] = [1, 2, 3]
     groups = list(dynamic_batch(data, 10_000, max_tokens_in_batch=7))
     assert [len(g) for g in groups] == [2, 2, 2]
+    data[1]["history_tokens"] = 4  # a dialogue's earlier turns count: sample 1 (3 + 4) fills a batch alone
+    assert [len(g) for g in dynamic_batch(data, 10_000, max_tokens_in_batch=7)] == [1, 1, 2, 2]
 
 
 def test_sort_within_buffer():

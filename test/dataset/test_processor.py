@@ -74,5 +74,8 @@ def test_tokenize():
         def encode(self, text):
             return [ord(c) for c in text]
 
-    out = run(P.tokenize([{"record": {"text": "ab", "response": "c"}}, {"record": {}}], Tok()))
+    history = [{"text": "hi", "response": "hey"}, {"text": "x", "response": "yz"}]
+    out = run(P.tokenize([{"record": {"text": "ab", "response": "c"}}, {"record": {}},
+                          {"record": {"text": "ab", "history": history}}], Tok()))
     assert out[0]["text_ids"] == [97, 98] and out[0]["response_ids"] == [99] and "text_ids" not in out[1]
+    assert "history_tokens" not in out[0] and out[2]["history_tokens"] == 2 + 3 + 1 + 2

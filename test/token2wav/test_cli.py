@@ -139,6 +139,22 @@ def test_synthesize_and_bench(corpus, tmp_path, capsys):
     assert synthesize.main(["--model_dir", str(md), "--in_list", str(bad), "--out_dir", str(tmp_path / "x")]) == 1
     assert f"bad.jsonl:1: tokens must be ints in [0, {CODES})" in capsys.readouterr().err
 
+    # copy synthesis: each record's own audio -> log-mel -> vocoder (no flow); one output frame per hop
+    copy = tmp_path / "copy"
+    assert synthesize.main(["--model_dir", str(md), "--in_list", corpus["list"], "--out_dir", str(copy),
+                            "--copy_synthesis", "--wav_field", "response_wav", "--max_utts", "2"]) == 0
+    scp = dict(line.split(" ", 1) for line in (copy / "wav.scp").read_text().splitlines())
+    assert len(scp) == 2 and json.loads((copy / "synth.json").read_text())["copy_synthesis"] is True
+    for src, (_key, path) in zip(corpus["wavs"], sorted(scp.items())):
+        ref, _ = sf.read(src)
+        out_wav, sr = sf.read(path)
+        assert sr == SR and len(out_wav) == len(ref) // 160 * 160 and np.abs(out_wav).max() > 0
+    gone = tmp_path / "gone.list"
+    gone.write_text(json.dumps({"key": "g", "wav": str(tmp_path / "missing.wav")}) + "\n")
+    assert synthesize.main(["--model_dir", str(md), "--in_list", str(gone), "--out_dir", str(tmp_path / "g"),
+                            "--copy_synthesis"]) == 1
+    assert "gone.list: key g:" in capsys.readouterr().err and not (tmp_path / "g" / "wav.scp").exists()
+
     spec = importlib.util.spec_from_file_location("bench_t2w", Path(__file__).parents[2] / "bench" / "token2wav.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

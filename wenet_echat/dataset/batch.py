@@ -25,9 +25,10 @@ LIST_FIELDS = ("text", "labels", "response", "response_emotion", "response_token
 
 
 def sample_tokens(s: Sample) -> int:
-    """Token count used by ``max_tokens_in_batch``: text ids + response ids + response speech tokens."""
+    """Token count used by ``max_tokens_in_batch``: text ids + response ids + response speech tokens + the
+    tokens of a dialogue's earlier turns."""
     return len(s.get("text_ids") or ()) + len(s.get("response_ids") or ()) + len(
-        s["record"].get("response_tokens") or ())
+        s["record"].get("response_tokens") or ()) + int(s.get("history_tokens") or 0)
 
 
 def static_batch(data: Iterable[Sample], batch_size: int = 16) -> Iterator[list[Sample]]:

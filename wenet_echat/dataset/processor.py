@@ -270,13 +270,17 @@ def spec_augment(data: Iterable[Sample], rng: random.Random, **conf: Any) -> Ite
 
 
 def tokenize(data: Iterable[Sample], tokenizer: Any) -> Iterator[Sample]:
-    """Add ``text_ids``/``response_ids`` with ``tokenizer.encode(str) -> list[int]`` (only for present fields)."""
+    """Add ``text_ids``/``response_ids`` with ``tokenizer.encode(str) -> list[int]`` (only for present fields), and
+    ``history_tokens``, the token count of a dialogue's earlier turns (for ``max_tokens_in_batch``)."""
     for s in data:
         rec = s["record"]
         if rec.get("text"):
             s["text_ids"] = list(tokenizer.encode(rec["text"]))
         if rec.get("response"):
             s["response_ids"] = list(tokenizer.encode(rec["response"]))
+        if rec.get("history"):
+            s["history_tokens"] = sum(len(tokenizer.encode(str(turn.get(k) or ""))) for turn in rec["history"]
+                                      for k in ("text", "response"))
         yield s
 
 
