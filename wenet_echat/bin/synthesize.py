@@ -26,6 +26,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,58 +62,60 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def read_token_records(path: str, field: str | None, codebook_size: int,
-                       limit: int | None = None) -> tuple[list[tuple[str, list[int]]], int]:
-    """(key, tokens) of every usable record and the number skipped; bad lines raise ``ValueError`` (file:line)."""
-    items: list[tuple[str, list[int]]] = []
+def read_records(path: str, pick: Callable[[dict[str, Any], str], Any],
+                 limit: int | None = None) -> tuple[list[tuple[str, Any]], int]:
+    """``(key, pick(record, "file:line"))`` of every record whose ``pick`` is not None, and how many were skipped
+    (``pick`` None); bad lines, keys and duplicate keys raise ``ValueError`` naming the file and line."""
+    items: list[tuple[str, Any]] = []
     skipped = 0
     seen: set[str] = set()
     for lineno, raw in read_list(path):
+        where = f"{path}:{lineno}"
         try:
             rec = parse_jsonl_line(raw, path, lineno)
         except JsonlError as e:
             raise ValueError(str(e)) from None
-        names = (field,) if field else DEFAULT_FIELDS
-        tokens = next((rec[n] for n in names if rec.get(n) is not None), None)
-        if not tokens:
+        value = pick(rec, where)
+        if value is None:
             skipped += 1
             continue
         key = rec.get("key")
-        _check_key(key, seen, path, lineno)
-        if not isinstance(tokens, list) or not all(isinstance(t, int) and 0 <= t < codebook_size for t in tokens):
-            raise ValueError(f"{path}:{lineno}: tokens must be ints in [0, {codebook_size})")
-        items.append((key, tokens))
+        if not isinstance(key, str) or not _SAFE_KEY.match(key):
+            raise ValueError(f"{where}: 'key' must be a name of letters, digits, '.', '-', '_', got {key!r}")
+        if key in seen:
+            raise ValueError(f"{where}: duplicate key '{key}'")
+        seen.add(key)
+        items.append((key, value))
         if limit is not None and len(items) >= limit:
             break
     return items, skipped
 
 
-def read_wav_records(path: str, field: str = "wav", limit: int | None = None) -> list[tuple[str, str]]:
-    """(key, audio path) of every record with ``field`` (copy synthesis); bad lines raise ``ValueError``
-    (file:line)."""
-    items: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for lineno, raw in read_list(path):
-        try:
-            rec = parse_jsonl_line(raw, path, lineno)
-        except JsonlError as e:
-            raise ValueError(str(e)) from None
-        key, wav = rec.get("key"), rec.get(field)
-        if not isinstance(wav, str) or not wav:
-            continue
-        _check_key(key, seen, path, lineno)
-        items.append((key, wav))
-        if limit is not None and len(items) >= limit:
-            break
-    return items
+def read_token_records(path: str, field: str | None, codebook_size: int,
+                       limit: int | None = None) -> tuple[list[tuple[str, list[int]]], int]:
+    """(key, tokens) of every record with tokens (``field``, else the first of :data:`DEFAULT_FIELDS`) and the
+    number without; out-of-range tokens raise ``ValueError`` (file:line)."""
+    names = (field,) if field else DEFAULT_FIELDS
+
+    def pick(rec: dict[str, Any], where: str) -> list[int] | None:
+        tokens = next((rec[n] for n in names if rec.get(n) is not None), None)
+        if not tokens:
+            return None
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and 0 <= t < codebook_size for t in tokens):
+            raise ValueError(f"{where}: tokens must be ints in [0, {codebook_size})")
+        return tokens
+
+    return read_records(path, pick, limit)
 
 
-def _check_key(key: Any, seen: set[str], path: str, lineno: int) -> None:
-    if not isinstance(key, str) or not _SAFE_KEY.match(key):
-        raise ValueError(f"{path}:{lineno}: 'key' must be a name of letters, digits, '.', '-', '_', got {key!r}")
-    if key in seen:
-        raise ValueError(f"{path}:{lineno}: duplicate key '{key}'")
-    seen.add(key)
+def read_wav_records(path: str, field: str = "wav", limit: int | None = None) -> tuple[list[tuple[str, str]], int]:
+    """(key, audio path) of every record with ``field`` (copy synthesis) and the number without."""
+
+    def pick(rec: dict[str, Any], where: str) -> str | None:
+        wav = rec.get(field)
+        return wav if isinstance(wav, str) and wav else None
+
+    return read_records(path, pick, limit)
 
 
 def copy_synthesize(model: Token2Wav, wav_path: str, vocoder: str) -> torch.Tensor:
@@ -139,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             require = ("flow", *require)
         model = load_token2wav(args.model_dir, require=require)
         if args.copy_synthesis:
-            items: list[tuple[str, Any]] = list(read_wav_records(args.in_list, args.wav_field, args.max_utts))
-            skipped = 0
+            items, skipped = read_wav_records(args.in_list, args.wav_field, args.max_utts)
         else:
             items, skipped = read_token_records(args.in_list, args.field, model.codebook_size, args.max_utts)
     except (ValueError, FileNotFoundError) as e:

@@ -115,4 +115,4 @@ def history_problems(history: Any) -> list[str]:
     return problems
 
 
-__all__ = ["FIELD_TYPES", "history_problems", "LABEL_VOCABS", "check_record", "missing_fields", "record_tasks"]
+__all__ = ["FIELD_TYPES", "LABEL_VOCABS", "check_record", "history_problems", "missing_fields", "record_tasks"]
