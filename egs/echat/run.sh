@@ -35,6 +35,7 @@ reply_asr=false       # true: stages 1 and 2 also train ASR on the reply audio (
 think=true            # false: stage 3 without dual thinking (the paper's ablation) -> $exp/stage3_nothink
 think_style=""        # stage 3 CoT form: "" = the config's (auto: the corpus's natural-language CoT); tag | natural |
                       # cues (the tag form without the transcript) -> $exp/stage3_<style>
+t2w_conf=token2wav    # token-to-wave config $conf_dir/<this>.yaml, trained into $exp/<this> (stages 10-15)
 t2w_flow_minutes=8    # token-to-wave training budget (CPU minutes) of the flow model ...
 t2w_vocoder_minutes=4 # ... and of the vocoder (regression warm start)
 resynth_utts=20       # distinct test replies resynthesised and scored in stage 11
@@ -59,10 +60,10 @@ Stages:
   8  train stage 2 (generation: TTS, S2S/S2T/text chat, understanding replay) from stage 1 -> $exp/stage2
   9  train stage 3 (empathy: S2S with dual thinking + replay) from stage 2 -> $exp/stage3 (stage3_nothink with
      --think false, stage3_<style> with --think_style)
- 10  token-to-wave: flow matching (tokens -> mel) and vocoder (mel -> wave) on the reply audio -> $exp/token2wav
+ 10  token-to-wave: flow matching (tokens -> mel) and vocoder (mel -> wave) on the reply audio -> $exp/$t2w_conf
  11  resynthesise test replies from gold tokens (Griffin-Lim and neural vocoder) and by copy synthesis (the
      original audio's mel through each vocoder), score them against the original audio (pocketsphinx WER,
-     DNSMOS, speaker similarity) -> $exp/token2wav/resynth_test.md
+     DNSMOS, speaker similarity) -> $exp/$t2w_conf/resynth_test.md
  12  S2S decoding (s2s_think, with/without the CoT) of test with streamed reply wavs, per --s2s_systems
      -> $exp/<dir>/decode_test_<name>/{hyp.jsonl,hyp.summary.json,reply_wavs/}
  13  score them per EChat-eval category -> $exp/<dir>/decode_test_<name>/{results.md,results.json,plots/}
@@ -77,7 +78,7 @@ Options (default):
   --spm_vocab ($spm_vocab) --conf_dir ($conf_dir) --nproc ($nproc) --threads ($threads)
   --train_extra ("$train_extra") --speech_codes ($speech_codes) --encoder_conf ($encoder_conf)
   --reply_asr ($reply_asr) --think ($think) --think_style ("$think_style")
-  --t2w_flow_minutes ($t2w_flow_minutes) --t2w_vocoder_minutes ($t2w_vocoder_minutes) --resynth_utts ($resynth_utts)
+  --t2w_conf ($t2w_conf) --t2w_flow_minutes ($t2w_flow_minutes) --t2w_vocoder_minutes ($t2w_vocoder_minutes) --resynth_utts ($resynth_utts)
   --s2s_systems ("$s2s_systems") --s2s_every ($s2s_every) --s2s_batch_size ($s2s_batch_size)
   --judge_conf ($judge_conf)
 HELP
@@ -266,7 +267,7 @@ if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
   train_stage stage3 "$stage3_dir" "$exp/stage2/final" "" "$(data_list train data.tok)"
 fi
 
-t2w=$exp/token2wav
+t2w=$exp/$t2w_conf
 if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
   log "stage 10: token-to-wave (flow $t2w_flow_minutes min, vocoder $t2w_vocoder_minutes min)"
   for part in flow vocoder; do
@@ -274,7 +275,7 @@ if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
     minutes=$t2w_flow_minutes; [ "$part" = vocoder ] && minutes=$t2w_vocoder_minutes
     # a killed run resumes from $t2w/$part.train.pt when rerun
     run_logged "$t2w/log/train_$part.log" python -m wenet_echat.bin.train_token2wav \
-      --config "$conf_dir/token2wav.yaml" --part "$part" --data_list "$data/train/data.tok.list" \
+      --config "$conf_dir/$t2w_conf.yaml" --part "$part" --data_list "$data/train/data.tok.list" \
       --valid_list "$data/dev/data.tok.list" --model_dir "$t2w" --max_minutes "$minutes" --threads "$threads"
     touch "$t2w/.$part.done"
   done

@@ -40,14 +40,21 @@ def tone(seconds, sr=16000, f0=220.0):
 
 
 # ------------------------------------------------------------------------------------------------ decoding
-@pytest.mark.parametrize("task", ["s2s_think", "asr"])
-def test_decode_steps_equal_generate(random_loaded, memorised, task):
-    """Greedy token-by-token decoding gives exactly the tokens of the batched EChatModel.generate."""
+def repeated_ngrams(ids, n):
+    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+    return len(grams) - len(set(grams))
+
+
+@pytest.mark.parametrize(("task", "ngram"), [("s2s_think", 0), ("asr", 0), ("s2s_think", 2)])
+def test_decode_steps_equal_generate(random_loaded, memorised, task, ngram):
+    """Greedy token-by-token decoding gives exactly the tokens of the batched EChatModel.generate (also with
+    no-repeat-n-gram blocking of the text, which the random model's loops need)."""
     model, tok = random_loaded.model, random_loaded.tokenizer
     rec = memorised[1][0]
     wav, _ = read_wav(rec["wav"])
     blocker = SpeechRepetitionBlocker(RepetitionRule(2, 4, 2))  # strict, so that it changes what is picked
-    conf = GenerateConf(max_text_tokens=15, max_speech_tokens=12, speech_processors=[blocker])
+    conf = GenerateConf(max_text_tokens=15, max_speech_tokens=12, speech_processors=[blocker],
+                        text_no_repeat_ngram=ngram)
     feats = compute_features("whisper_log_mel", wav, 16000, {})
     dec = IncrementalDecoder(model)
     frames = ChatEngine(random_loaded).encode(wav)
@@ -64,6 +71,12 @@ def test_decode_steps_equal_generate(random_loaded, memorised, task):
     assert [t for p, t in steps if p == "speech"] == state.speech_ids
     assert len(state.text_ids) + len(state.speech_ids) > 0
     assert find_violations(state.speech_ids, blocker) == []
+    if ngram:
+        assert repeated_ngrams(state.text_ids, ngram) == 0, state.text_ids
+        loose = model.generate(**{k: inp[k] for k in ("input_ids", "kinds", "attention_mask", "position_ids",
+                                                      "feats", "feats_lengths")}, speak=inp["speak"],
+                               conf=GenerateConf(max_text_tokens=15, max_speech_tokens=0))[0]
+        assert repeated_ngrams(loose["text_ids"], ngram) > 0, loose["text_ids"]  # the blocking changed something
 
 
 @pytest.mark.parametrize("task", ["s2s_think", "s2s_chat", "s2t_chat", "asr", "tag", "tts", "t2t"])

@@ -155,6 +155,21 @@ def test_generate_equals_uncached_greedy_and_respects_phases(setup, kv_cache):
     assert n_finished >= 2
 
 
+def test_block_repeated_ngrams():
+    from wenet_echat.model.echat import block_repeated_ngrams
+
+    logits = torch.zeros(10)
+    ids = [1, 2, 3, 1, 2]
+    out = block_repeated_ngrams(logits, ids, 3)  # "1 2" was followed by 3: 3 is blocked
+    assert torch.isinf(out[3]) and torch.isfinite(out[[0, 1, 2, 4, 5]]).all()
+    assert torch.isfinite(logits).all()  # the input is not changed
+    assert torch.isinf(block_repeated_ngrams(logits, [4, 1, 4], 2)[1])  # "4" was followed by 1
+    assert block_repeated_ngrams(logits, ids, 0) is logits and block_repeated_ngrams(logits, [1, 2], 3) is logits
+    assert torch.isinf(block_repeated_ngrams(logits, [7, 8], 1)[[7, 8]]).all()
+    with pytest.raises(ValueError, match="text_no_repeat_ngram"):
+        GenerateConf(text_no_repeat_ngram=-1)
+
+
 def test_sampling_is_seeded_and_greedy_is_argmax():
     from wenet_echat.model.echat import SamplingConf
 

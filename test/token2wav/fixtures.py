@@ -12,9 +12,11 @@ import soundfile as sf
 import torch
 
 from wenet_echat.token2wav import Token2Wav, build_token2wav
+from wenet_echat.token2wav.vocoder import MelConfig, MultiResolutionSTFTLoss, log_mel
 
 CODES = 16
 SR = 16000
+MEL = MelConfig(sample_rate=SR, n_fft=512, hop_length=160, win_length=400, n_mels=20)
 
 TINY: dict[str, Any] = {
     "token2wav": "flow_hifigan",
@@ -89,3 +91,9 @@ def make_reply_corpus(root: Path, n_replies: int = 4, with_tokens: bool = False)
     path = root / "data.list"
     path.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
     return str(path), wavs
+
+
+def vocoder_clip(frames: int = 40) -> tuple[torch.Tensor, torch.Tensor, MultiResolutionSTFTLoss]:
+    """(wave (1, frames * 160), its log-mel at ``MEL``, a two-resolution STFT loss) to overfit a vocoder on."""
+    wav = torch.from_numpy(voiced(0.4, 150.0)).unsqueeze(0)[:, : frames * 160]
+    return wav, log_mel(wav, MEL), MultiResolutionSTFTLoss([[512, 64, 256], [256, 32, 128]])

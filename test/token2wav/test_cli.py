@@ -109,6 +109,25 @@ def test_vocoder_training(corpus, tmp_path, mode):
     assert row["step"] == 2 and np.isfinite(row["mel_l1"]) and (("d_loss" in row) == (mode == "gan"))
 
 
+def test_istft_vocoder_trains_with_phase_losses(corpus, tmp_path, capsys):
+    phase_train = {**TRAIN, "vocoder": {**TRAIN["vocoder"], "phase_weight": 1.0}}
+    voc = {"n_fft": 512, "dim": 16, "intermediate_dim": 32, "layers": 2, "kernel": 3}
+    confs = {name: tmp_path / f"{name}.yaml" for name in ("istft", "hifigan")}
+    confs["istft"].write_text(yaml.safe_dump({**tiny_conf(vocoder_type="istft", vocoder=voc), "train": phase_train}))
+    confs["hifigan"].write_text(yaml.safe_dump({**tiny_conf(), "train": phase_train}))
+    args = ["--part", "vocoder", "--data_list", corpus["list"], "--max_steps", "2"]
+    for mode in ("regression", "gan"):
+        md = tmp_path / mode
+        assert train_token2wav.main([*args, "--config", str(confs["istft"]), "--model_dir", str(md),
+                                     "--mode", mode]) == 0
+        row = json.loads((md / "vocoder.train.json").read_text())["log"][-1]
+        assert all(np.isfinite(row[k]) for k in ("ip_loss", "gd_loss", "iaf_loss", "mel_l1")), row
+        assert type(load_token2wav(md).vocoder).__name__ == "ISTFTVocoder"
+    # the phase losses need a vocoder that predicts phase
+    assert train_token2wav.main([*args, "--config", str(confs["hifigan"]), "--model_dir", str(tmp_path / "h")]) == 1
+    assert "needs an iSTFT vocoder" in capsys.readouterr().err
+
+
 def test_synthesize_and_bench(corpus, tmp_path, capsys):
     md = tmp_path / "exp"
     assert train(corpus, md, "flow", "--speech_tokenizer", corpus["kmeans"], "--max_steps", "1") == 0

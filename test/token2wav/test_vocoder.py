@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test.token2wav.fixtures import SR, voiced
+from test.token2wav.fixtures import MEL, SR, vocoder_clip
 from wenet_echat.token2wav.vocoder import (
     HiFiGANGenerator,
     MelConfig,
@@ -19,7 +19,6 @@ from wenet_echat.token2wav.vocoder import (
     mel_l1,
 )
 
-MEL = MelConfig(sample_rate=SR, n_fft=512, hop_length=160, win_length=400, n_mels=20)
 TINY = {"n_mels": 20, "channels": 16, "upsample_rates": (8, 5, 4), "upsample_kernel_sizes": (16, 11, 8),
         "resblock_kernel_sizes": (3,), "resblock_dilations": ((1, 3),)}
 
@@ -77,9 +76,7 @@ def test_generator_config_errors_and_snake():
 def test_regression_loss_falls():
     torch.manual_seed(0)
     gen = HiFiGANGenerator(**TINY)
-    wav = torch.from_numpy(voiced(0.4, 150.0)).unsqueeze(0)[:, : 40 * 160]
-    mel = log_mel(wav, MEL)
-    stft = MultiResolutionSTFTLoss([[512, 64, 256], [256, 32, 128]])
+    wav, mel, stft = vocoder_clip()
     opt = torch.optim.Adam(gen.parameters(), lr=2e-3)
     losses = []
     for _ in range(40):

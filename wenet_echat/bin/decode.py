@@ -76,6 +76,8 @@ def get_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{phase}_temperature", type=float, default=0.0, help=f"{phase} phase; 0 = greedy")
         p.add_argument(f"--{phase}_top_k", type=int, default=0)
         p.add_argument(f"--{phase}_top_p", type=float, default=1.0)
+    p.add_argument("--text_no_repeat_ngram", type=int, default=0,
+                   help="think/reply text: no n-gram of this length twice (0: off)")
     g = p.add_argument_group("speech repetition blocking (OSUM-EChat defaults)")
     g.add_argument("--speech_max_run", type=int, default=5, help="longest run of one code (0: no run rule)")
     g.add_argument("--speech_window", type=int, default=8, help="window of the count rule (0: no count rule)")
@@ -102,6 +104,7 @@ def init_generate_conf(args: argparse.Namespace) -> tuple[GenerateConf, dict[str
     gen = GenerateConf(
         max_text_tokens=args.max_text_tokens, max_speech_tokens=args.max_speech_tokens,
         min_speech_tokens=args.min_speech_tokens, seed=args.seed, kv_cache=args.kv_cache,
+        text_no_repeat_ngram=args.text_no_repeat_ngram,
         text=SamplingConf(args.text_temperature, args.text_top_k, args.text_top_p),
         speech=SamplingConf(args.speech_temperature, args.speech_top_k, args.speech_top_p))
     if args.no_speech_blocking:

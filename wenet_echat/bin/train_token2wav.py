@@ -20,6 +20,8 @@ reflected).
 Flow: AdamW with linear warm-up, OT-CFM loss (:meth:`FlowMatching.compute_loss`); per-bin mel statistics are set
 from ``stats_batches`` crops on a fresh start. Vocoder ``regression`` mode: mel L1 + multi-resolution STFT loss;
 ``gan`` mode adds the multi-period/multi-scale discriminator (least squares + feature matching, mel weight 45).
+``phase_weight`` > 0 (either mode, iSTFT vocoder only) adds its magnitude-weighted phase losses
+(:func:`wenet_echat.token2wav.istft_vocoder.phase_losses`) against the real crop's STFT.
 
 Limits and state: training stops after ``--max_minutes`` of this run or at global step ``--max_steps``.
 ``<model_dir>/<part>.pt`` (inference weights, see :mod:`wenet_echat.token2wav.model`) and
@@ -48,6 +50,7 @@ from torch import nn
 
 from wenet_echat.audio.io import AudioInfo, audio_info, load_audio, resample
 from wenet_echat.dataset.source import read_list
+from wenet_echat.token2wav.istft_vocoder import ISTFTVocoder, phase_losses
 from wenet_echat.token2wav.model import (
     CONFIG_NAME,
     Token2Wav,
@@ -83,6 +86,7 @@ VOCODER_DEFAULTS: dict[str, Any] = {
     "mode": "regression", "batch_size": 8, "segment_frames": 32, "lr": 5e-4, "warmup_steps": 50,
     "weight_decay": 0.0, "grad_clip": 5.0, "log_interval": 25, "save_interval_minutes": 2.0, "valid_batches": 4,
     "mel_weight": 1.0, "stft_weight": 1.0, "stft_resolutions": [[512, 50, 240], [1024, 120, 600], [2048, 240, 1200]],
+    "phase_weight": 0.0,
     "betas": [0.8, 0.99], "gan": {"adv_weight": 1.0, "fm_weight": 1.0, "mel_weight": 45.0, "stft_weight": 0.0,
                                   "disc_width": 1.0, "disc_lr": 2e-4, "periods": [2, 3, 5, 7, 11], "scales": 3},
 }
@@ -398,6 +402,9 @@ class VocoderTrainer(PartTrainer):
         if conf["mode"] not in ("regression", "gan"):
             raise ValueError(f"vocoder mode must be 'regression' or 'gan', got '{conf['mode']}'")
         self.stft_loss = MultiResolutionSTFTLoss(conf["stft_resolutions"])
+        if conf["phase_weight"] and not isinstance(model.vocoder, ISTFTVocoder):
+            raise ValueError(f"train.vocoder.phase_weight {conf['phase_weight']} needs an iSTFT vocoder "
+                             f"(token2wav_conf.vocoder_type: istft); this one is a {type(model.vocoder).__name__}")
         self.disc: VocoderDiscriminator | None = None
         if conf["mode"] == "gan":
             g = conf["gan"]
@@ -421,9 +428,9 @@ class VocoderTrainer(PartTrainer):
         wav, mel = self.make_batch(self.replies, rng)
         lr = warmup_lr(self.conf["lr"], self.step, self.conf["warmup_steps"])
         _set_lr(self.opt, lr)
-        fake = self.model.vocoder(mel)
         cfg = self.model.mel_config
         out: dict[str, float] = {}
+        fake, phase_loss = self._generate(mel, wav, out)
         if self.disc is None:
             mel_loss, stft_loss = mel_l1(fake, mel, cfg), self.stft_loss(fake, wav)
             loss = self.conf["mel_weight"] * mel_loss + self.conf["stft_weight"] * stft_loss
@@ -439,9 +446,22 @@ class VocoderTrainer(PartTrainer):
             loss = (g["adv_weight"] * adv + g["fm_weight"] * fm + g["mel_weight"] * mel_loss
                     + g["stft_weight"] * stft_loss)
             out.update(d_loss=d_loss.item(), adv_loss=adv.item(), fm_loss=fm.item())
+        if phase_loss is not None:
+            loss = loss + self.conf["phase_weight"] * phase_loss
         out["grad_norm"] = self._update(loss, self.opt, self.module.parameters())
         out.update(loss=loss.item(), mel_l1=mel_loss.item(), stft_loss=stft_loss.item())
         return out
+
+    def _generate(self, mel: torch.Tensor, wav: torch.Tensor,
+                  out: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The generated audio and, with ``phase_weight``, the summed phase losses (logged into ``out``)."""
+        voc = self.model.vocoder
+        if not self.conf["phase_weight"]:
+            return voc(mel), None
+        log_mag, phase = voc.log_magnitude_and_phase(mel)
+        parts = phase_losses(phase, voc.real_spectrum(wav))
+        out.update({f"{k}_loss": v.item() for k, v in parts.items()})
+        return voc.synthesize(log_mag, phase), sum(parts.values())
 
     @torch.no_grad()
     def validate(self, batches):

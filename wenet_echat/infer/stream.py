@@ -23,7 +23,7 @@ import torch
 
 from wenet_echat.llm import backbone, new_decode_cache, run_decoder
 from wenet_echat.model import EChatModel, GenerateConf
-from wenet_echat.model.echat import SpeechProcessor, next_speech_code
+from wenet_echat.model.echat import SpeechProcessor, block_repeated_ngrams, next_speech_code
 from wenet_echat.text.targets import KIND_AUDIO, KIND_SPEECH, KIND_TEXT
 from wenet_echat.text.tokenizer import IM_END, IM_START, TextTokenizer
 
@@ -132,7 +132,8 @@ def decode_steps(dec: IncrementalDecoder, speak: bool, conf: GenerateConf, state
         if cancelled():
             state.cancelled = True
             return
-        tok = int(conf.text.pick(dec.text_logits(), gen)[0])
+        logits = block_repeated_ngrams(dec.text_logits()[0], state.text_ids, conf.text_no_repeat_ngram)
+        tok = int(conf.text.pick(logits[None], gen)[0])
         if tok == eos:
             state.text_eos = True
             break

@@ -89,6 +89,12 @@ class GenerateConf:
     kv_cache: str = "static"
     # speech-phase logits processors: (codes so far, logits (codes + 1,)) -> logits, applied in order
     speech_processors: list[SpeechProcessor] = field(default_factory=list)
+    # text phase: no n-gram of this length occurs twice in the generated think + reply text (0: off)
+    text_no_repeat_ngram: int = 0
+
+    def __post_init__(self) -> None:
+        if self.text_no_repeat_ngram < 0:
+            raise ValueError(f"text_no_repeat_ngram must be >= 0, got {self.text_no_repeat_ngram}")
 
     @classmethod
     def from_dict(cls, conf: dict[str, Any] | None) -> GenerateConf:
@@ -96,6 +102,21 @@ class GenerateConf:
         text = SamplingConf(**conf.pop("text", {}) or {})
         speech = SamplingConf(**conf.pop("speech", {}) or {})
         return cls(text=text, speech=speech, **conf)
+
+
+def block_repeated_ngrams(logits: torch.Tensor, ids: Sequence[int], n: int) -> torch.Tensor:
+    """The logits ``(vocab,)`` with ``-inf`` for every token that would complete an ``n``-gram already in ``ids``
+    (no-repeat-n-gram blocking; ``n <= 0`` or nothing to block: ``logits`` itself, else a copy). Shared by
+    :meth:`EChatModel.generate` and the streaming decoder."""
+    if n <= 0 or len(ids) < n:
+        return logits
+    prefix = list(ids[len(ids) - n + 1 :]) if n > 1 else []
+    banned = {ids[i + n - 1] for i in range(len(ids) - n + 1) if list(ids[i : i + n - 1]) == prefix}
+    if not banned:
+        return logits
+    logits = logits.clone()
+    logits[sorted(banned)] = float("-inf")
+    return logits
 
 
 def next_speech_code(logits: torch.Tensor, codes: list[int], conf: GenerateConf, speech_codes: int,
@@ -293,8 +314,14 @@ class EChatModel(nn.Module):
         limit = conf.max_text_tokens + (conf.max_speech_tokens + 2 if any(speak) else 0)
         for _ in range(limit):
             # each head only while some row is in its phase
-            text_tok = (conf.text.pick(lm_head(hidden)[:, : self.text_vocab_size].float(), gen)
-                        if 0 in phase else None)
+            text_tok = None
+            if 0 in phase:
+                text_logits = lm_head(hidden)[:, : self.text_vocab_size].float()
+                for b in range(batch) if conf.text_no_repeat_ngram else ():
+                    if phase[b] == 0:
+                        text_logits[b] = block_repeated_ngrams(text_logits[b], res[b]["text_ids"],
+                                                               conf.text_no_repeat_ngram)
+                text_tok = conf.text.pick(text_logits, gen)
             speech_logits = (self.speech_head(hidden.to(self.speech_head.weight.dtype)).float()
                              if 2 in phase else None)
             ids = torch.full((batch,), self.pad_id, dtype=torch.long, device=input_ids.device)

@@ -1,18 +1,21 @@
-"""``Token2Wav``: speech tokens -> log-mel (flow matching) -> waveform (HiFiGAN or Griffin-Lim), whole or streamed.
+"""``Token2Wav``: speech tokens -> log-mel (flow matching) -> waveform (neural vocoder or Griffin-Lim), whole or
+streamed.
 
 Config (a YAML mapping; ``egs/echat/conf/{mini,paper}/token2wav.yaml``)::
 
-    token2wav: flow_hifigan          # a TOKEN2WAV name
+    token2wav: flow_vocoder          # a TOKEN2WAV name (``flow_hifigan`` is the same builder)
     token2wav_conf:
       token_rate: 25                 # speech tokens per second
       codebook_size: 512
       mel: {...}                     # MelConfig (vocoder.py)
       flow: {...}                    # FlowMatching sizes and settings (flow.py)
-      vocoder: {...}                 # HiFiGANGenerator sizes (vocoder.py)
+      vocoder_type: hifigan          # a VOCODER_NETS name: hifigan (vocoder.py) | istft (istft_vocoder.py)
+      vocoder: {...}                 # that class's sizes
       streaming: {...}               # StreamConfig (streaming.py)
       griffinlim: {n_iter: 32, momentum: 0.99}
 
-The vocoder's upsampling product must equal ``mel.hop_length`` and its input size ``mel.n_mels``.
+The vocoder must turn ``mel.n_mels`` mels into ``mel.hop_length`` samples per frame (HiFiGAN: the product of its
+upsampling rates; the iSTFT vocoder takes ``hop_length`` from the mel config unless its section sets it).
 
 Model directory (written by :func:`save_token2wav` / the training CLI, read by :func:`load_token2wav`)
     ``token2wav.yaml``: the config above; ``flow.pt`` and ``vocoder.pt``: ``{"format", "part", "state_dict",
@@ -36,12 +39,14 @@ from torch import nn
 
 from wenet_echat.token2wav.flow import FlowMatching, build_flow
 from wenet_echat.token2wav.griffinlim import GriffinLimVocoder
+from wenet_echat.token2wav.istft_vocoder import ISTFTVocoder
 from wenet_echat.token2wav.streaming import StreamConfig, StreamingSynthesizer
 from wenet_echat.token2wav.vocoder import HiFiGANGenerator, MelConfig
 from wenet_echat.utils.fileio import atomic_open, atomic_path, load_weights_only
 from wenet_echat.utils.registry import Registry
 
 TOKEN2WAV: Registry = Registry("token2wav")
+VOCODER_NETS: Registry = Registry("vocoder_type")
 FORMAT_TAG = "wenet_echat.token2wav.v1"
 CONFIG_NAME = "token2wav.yaml"
 PARTS = ("flow", "vocoder")
@@ -55,7 +60,7 @@ class Token2WavFileError(ValueError):
 class Token2Wav(nn.Module):
     """Flow matching + vocoder; ``synthesize(tokens)`` for whole utterances, ``stream()`` for incremental use."""
 
-    def __init__(self, mel: MelConfig, flow: FlowMatching, vocoder: HiFiGANGenerator, token_rate: float = 25.0,
+    def __init__(self, mel: MelConfig, flow: FlowMatching, vocoder: nn.Module, token_rate: float = 25.0,
                  streaming: StreamConfig | None = None, griffinlim: dict[str, Any] | None = None,
                  conf: dict[str, Any] | None = None):
         super().__init__()
@@ -134,16 +139,28 @@ class Token2Wav(nn.Module):
         yield from synth.finish()
 
 
+@VOCODER_NETS.register("hifigan")
+def build_hifigan(mel: MelConfig, **conf: Any) -> HiFiGANGenerator:
+    return HiFiGANGenerator(n_mels=mel.n_mels, **conf)
+
+
+@VOCODER_NETS.register("istft")
+def build_istft_vocoder(mel: MelConfig, **conf: Any) -> ISTFTVocoder:
+    conf.setdefault("hop_length", mel.hop_length)
+    return ISTFTVocoder(n_mels=mel.n_mels, **conf)
+
+
+@TOKEN2WAV.register("flow_vocoder")
 @TOKEN2WAV.register("flow_hifigan")
-def build_flow_hifigan(codebook_size: int, token_rate: float = 25.0, mel: dict[str, Any] | None = None,
-                       flow: dict[str, Any] | None = None, vocoder: dict[str, Any] | None = None,
-                       streaming: dict[str, Any] | None = None,
+def build_flow_vocoder(codebook_size: int, token_rate: float = 25.0, mel: dict[str, Any] | None = None,
+                       flow: dict[str, Any] | None = None, vocoder_type: str = "hifigan",
+                       vocoder: dict[str, Any] | None = None, streaming: dict[str, Any] | None = None,
                        griffinlim: dict[str, Any] | None = None) -> Token2Wav:
-    """Flow matching + HiFiGAN from the ``token2wav_conf`` sections."""
+    """Flow matching + the ``vocoder_type`` vocoder from the ``token2wav_conf`` sections."""
     mel_cfg = MelConfig.from_dict(mel)
     flow_mod = build_flow(dict(flow or {}), codebook_size, mel_cfg.n_mels, mel_cfg.frame_rate, token_rate)
     try:
-        voc = HiFiGANGenerator(n_mels=mel_cfg.n_mels, **(vocoder or {}))
+        voc = VOCODER_NETS.build(vocoder_type, dict(vocoder or {}), mel=mel_cfg)
     except TypeError as e:
         raise TypeError(f"bad token2wav vocoder config: {e}") from None
     return Token2Wav(mel_cfg, flow_mod, voc, token_rate, StreamConfig.from_dict(streaming), griffinlim)
