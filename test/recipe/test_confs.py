@@ -50,3 +50,17 @@ def test_mini_model_builds_at_the_documented_size():
     n = sum(p.numel() for p in model.parameters())
     assert 5e6 < n < 12e6  # "~10 M parameters" (model.yaml)
     assert model.speech_codes == 512
+
+
+@pytest.mark.parametrize("path", [p for p in CONFS if p.name.startswith("token2wav")],
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_token2wav_configs_build_and_train_sections_fit(path):
+    from wenet_echat.bin.train_token2wav import part_conf
+    from wenet_echat.token2wav import ISTFTVocoder, build_token2wav
+
+    conf = load_config(path)
+    model = build_token2wav(conf)
+    assert model.vocoder.hop == model.hop_length and model.vocoder.n_mels == model.mel_config.n_mels
+    part_conf(conf, "flow", None)
+    vocoder = part_conf(conf, "vocoder", None)
+    assert not vocoder["phase_weight"] or isinstance(model.vocoder, ISTFTVocoder)

@@ -90,11 +90,13 @@ def test_flow_training_errors(corpus, tmp_path, capsys):
     assert "differs from the token2wav config" in capsys.readouterr().err
     # inference-only sections may change: they are stored, the weights are kept
     faster = tmp_path / "faster.yaml"
-    faster.write_text(yaml.safe_dump({**tiny_conf(streaming={"first_chunk": 9, "lookahead": 4}), "train": TRAIN}))
+    faster.write_text(yaml.safe_dump({**tiny_conf(flow={"n_steps": 2, "inference_cfg_rate": 0.3},
+                                                  streaming={"first_chunk": 9, "lookahead": 4}), "train": TRAIN}))
     assert train_token2wav.main(["--config", str(faster), "--part", "vocoder", "--data_list", corpus["list"],
                                  "--model_dir", str(tmp_path / "c"), "--max_steps", "2"]) == 0
     model = load_token2wav(tmp_path / "c")
     assert model.streaming.first_chunk == 9 and model.streaming.lookahead == 4
+    assert model.flow.n_steps == 2 and model.flow.inference_cfg_rate == 0.3
 
 
 @pytest.mark.parametrize("mode", ["regression", "gan"])

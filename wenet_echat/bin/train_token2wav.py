@@ -76,7 +76,8 @@ from wenet_echat.utils.logging import setup_logging
 
 logger = logging.getLogger("train_token2wav")
 STATE_TAG = "wenet_echat.token2wav.train_state.v1"
-INFERENCE_SECTIONS = ("streaming", "griffinlim")  # config sections that do not change the weights
+INFERENCE_SECTIONS = ("streaming", "griffinlim")  # config sections that do not change the weights ...
+INFERENCE_KEYS = {"flow": ("n_steps", "inference_cfg_rate", "temperature")}  # ... and keys of other sections
 
 FLOW_DEFAULTS: dict[str, Any] = {
     "batch_size": 12, "segment_tokens": 48, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.0, "grad_clip": 5.0,
@@ -513,13 +514,20 @@ def load_state(model_dir: Path, trainer: PartTrainer) -> tuple[float, dict[str, 
 
 def _weight_sections(conf: dict[str, Any]) -> dict[str, Any]:
     """The parts of a token2wav config that shape the weights (inference-only sections left out)."""
-    sub = {k: v for k, v in (conf.get("token2wav_conf") or {}).items() if k not in INFERENCE_SECTIONS}
+    sub = {}
+    for key, value in (conf.get("token2wav_conf") or {}).items():
+        if key in INFERENCE_SECTIONS:
+            continue
+        if key in INFERENCE_KEYS and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in INFERENCE_KEYS[key]}
+        sub[key] = value
     return {"token2wav": conf.get("token2wav"), "token2wav_conf": sub}
 
 
 def prepare_model(args: argparse.Namespace, conf: dict[str, Any], model_dir: Path) -> Token2Wav:
     """A fresh model from the config, or the model directory's: its weight-shaping sections must equal the
-    config's; changed inference sections (streaming, griffinlim) are taken from the config and stored."""
+    config's; changed inference settings (the streaming and griffinlim sections, the flow's n_steps,
+    inference_cfg_rate and temperature) are taken from the config and stored."""
     wanted = {"token2wav": conf.get("token2wav"), "token2wav_conf": conf.get("token2wav_conf")}
     if not (model_dir / CONFIG_NAME).is_file():
         return build_token2wav(wanted)
@@ -528,8 +536,7 @@ def prepare_model(args: argparse.Namespace, conf: dict[str, Any], model_dir: Pat
         raise ValueError(f"{model_dir / CONFIG_NAME} differs from the token2wav config of {args.config}; "
                          f"use another --model_dir or the same config")
     if stored != wanted:
-        logger.info("updating the inference settings (%s) of %s", ", ".join(INFERENCE_SECTIONS),
-                    model_dir / CONFIG_NAME)
+        logger.info("updating the inference settings of %s", model_dir / CONFIG_NAME)
         save_config(model_dir, wanted)
     return load_token2wav(model_dir)
 
