@@ -9,8 +9,8 @@ import torch
 
 from test.token2wav.fixtures import MEL, tiny_model, tokens, vocoder_clip, voiced
 from wenet_echat.token2wav import VOCODER_NETS, ISTFTVocoder
-from wenet_echat.token2wav.istft_vocoder import anti_wrap, overlap_add, phase_losses, stft_frames
-from wenet_echat.token2wav.vocoder import mel_l1
+from wenet_echat.token2wav.istft_vocoder import anti_wrap, overlap_add, phase_losses
+from wenet_echat.token2wav.vocoder import centred_stft, mel_l1, padded_window
 
 TINY = {"n_mels": 20, "hop_length": 160, "n_fft": 512, "dim": 32, "intermediate_dim": 64, "layers": 2, "kernel": 5}
 TINY_T2W = {"vocoder_type": "istft", "vocoder": {"n_fft": 512, "dim": 16, "intermediate_dim": 32, "layers": 2,
@@ -20,11 +20,12 @@ TINY_T2W = {"vocoder_type": "istft", "vocoder": {"n_fft": 512, "dim": 16, "inter
 @pytest.mark.parametrize(("n_fft", "win", "n"), [(640, 640, 16000), (1024, 640, 4800), (512, 480, 1600)])
 def test_overlap_add_inverts_the_centred_stft(n_fft, win, n):
     wav = torch.randn(2, n) * 0.3
-    spec = stft_frames(wav, n_fft, 160, win)
+    window = padded_window(n_fft, win)
+    spec = centred_stft(wav, 160, window)
     assert spec.shape == (2, n_fft // 2 + 1, n // 160)
-    torch.testing.assert_close(overlap_add(spec, 160, win), wav, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(overlap_add(spec, 160, window), wav, atol=1e-5, rtol=1e-5)
     # weighted overlap-add is exact for any run of frames: frames 3..7 give samples 480..1279
-    torch.testing.assert_close(overlap_add(spec[..., 3:8], 160, win), wav[:, 480:1280], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(overlap_add(spec[..., 3:8], 160, window), wav[:, 480:1280], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("frames", [1, 7, 32])
@@ -53,7 +54,7 @@ def test_config_errors():
 
 
 def test_phase_losses():
-    real = stft_frames(torch.from_numpy(voiced(0.3, 140.0)).unsqueeze(0), 512, 160, 512)
+    real = centred_stft(torch.from_numpy(voiced(0.3, 140.0)).unsqueeze(0), 160, padded_window(512, 512))
     exact = torch.angle(real)
     zero = phase_losses(exact + 2 * math.pi, real)  # a whole turn is no error
     assert all(float(v) < 1e-4 for v in zero.values()), zero

@@ -317,8 +317,8 @@ class EChatModel(nn.Module):
             text_tok = None
             if 0 in phase:
                 text_logits = lm_head(hidden)[:, : self.text_vocab_size].float()
-                for b in range(batch) if conf.text_no_repeat_ngram else ():
-                    if phase[b] == 0:
+                if conf.text_no_repeat_ngram:
+                    for b in (b for b in range(batch) if phase[b] == 0):
                         text_logits[b] = block_repeated_ngrams(text_logits[b], res[b]["text_ids"],
                                                                conf.text_no_repeat_ngram)
                 text_tok = conf.text.pick(text_logits, gen)

@@ -10,10 +10,11 @@ Generator (:class:`ISTFTVocoder`)
     plus ``n_fft / hop / 2`` frames of overlap-add.
 
 Inverse STFT (:func:`overlap_add`)
-    Frame ``f`` is centred on sample ``f * hop``, as in the token2wav mel (``MelConfig``): inverse real FFT of
-    ``n_fft`` points, times the periodic Hann window of ``win_length`` zero-padded to ``n_fft`` (``torch.stft``'s
-    placement), overlap-added and divided by the summed squared window. ``F`` frames give exactly ``F * hop``
-    samples, and ``overlap_add(stft_frames(x))`` returns ``x`` (to float precision) because the division by the
+    Frame ``f`` is centred on sample ``f * hop``, as in the token2wav mel (``MelConfig``,
+    :func:`~wenet_echat.token2wav.vocoder.centred_stft`): inverse real FFT of ``n_fft`` points, times the periodic
+    Hann window of ``win_length`` zero-padded to ``n_fft`` (``torch.stft``'s placement), overlap-added and divided
+    by the summed squared window. ``F`` frames give exactly ``F * hop`` samples, and
+    ``overlap_add(centred_stft(x))`` returns ``x`` (to float precision) because the division by the
     window envelope makes weighted overlap-add exact for any run of frames that covers every sample (the vocoder
     asks for ``win_length >= 3 * hop`` so the last samples, which only the last frames reach, are well covered).
 
@@ -34,26 +35,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _window(n_fft: int, win_length: int, device: torch.device | None = None) -> torch.Tensor:
-    """Periodic Hann window of ``win_length`` centred in ``n_fft`` points (where ``torch.stft`` puts it)."""
-    w = torch.hann_window(win_length, device=device)
-    left = (n_fft - win_length) // 2
-    return F.pad(w, (left, n_fft - win_length - left))
+from wenet_echat.token2wav.vocoder import centred_stft, padded_window
 
 
-def stft_frames(wav: torch.Tensor, n_fft: int, hop: int, win_length: int) -> torch.Tensor:
-    """Complex STFT (B, n_fft / 2 + 1, T // hop) with frame ``f`` centred on sample ``f * hop`` (reflect padding)."""
-    spec = torch.stft(wav, n_fft, hop, win_length, window=torch.hann_window(win_length, device=wav.device),
-                      center=True, pad_mode="reflect", return_complex=True)
-    return spec[..., : wav.shape[-1] // hop]
-
-
-def overlap_add(spec: torch.Tensor, hop: int, win_length: int) -> torch.Tensor:
-    """Inverse of :func:`stft_frames`: complex (B, bins, F) -> waveform (B, F * hop); see the module docstring."""
-    n_fft = 2 * (spec.shape[1] - 1)
+def overlap_add(spec: torch.Tensor, hop: int, window: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`~wenet_echat.token2wav.vocoder.centred_stft` with the same (n_fft-long) ``window``:
+    complex (B, n_fft / 2 + 1, F) -> waveform (B, F * hop); see the module docstring."""
+    n_fft = window.numel()
     n_frames = spec.shape[-1]
-    window = _window(n_fft, win_length, spec.device)
     frames = torch.fft.irfft(spec, n=n_fft, dim=1) * window[None, :, None]  # (B, n_fft, F)
     total = (n_frames - 1) * hop + n_fft
     fold = dict(output_size=(1, total), kernel_size=(1, n_fft), stride=(1, hop))
@@ -104,6 +93,7 @@ class ISTFTVocoder(nn.Module):
         self.n_fft = n_fft
         self.win_length = win_length
         self.log_max = math.log(max_magnitude)
+        self.register_buffer("window", padded_window(n_fft, win_length), persistent=False)
         self.embed = nn.Conv1d(n_mels, dim, 7, padding=3)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.blocks = nn.ModuleList(ConvNeXtBlock(dim, intermediate_dim, kernel, 1.0 / layers)
@@ -134,7 +124,7 @@ class ISTFTVocoder(nn.Module):
     def synthesize(self, log_mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         """Waveform (B, F * hop) of a predicted log-magnitude and phase."""
         mag = torch.exp(log_mag)
-        wav = overlap_add(torch.complex(mag * torch.cos(phase), mag * torch.sin(phase)), self.hop, self.win_length)
+        wav = overlap_add(torch.complex(mag * torch.cos(phase), mag * torch.sin(phase)), self.hop, self.window)
         return wav if self.training else wav.clamp(-1.0, 1.0)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
@@ -142,7 +132,7 @@ class ISTFTVocoder(nn.Module):
 
     def real_spectrum(self, wav: torch.Tensor) -> torch.Tensor:
         """The STFT of real audio at this vocoder's resolution, frame for frame with its output."""
-        return stft_frames(wav, self.n_fft, self.hop, self.win_length)
+        return centred_stft(wav, self.hop, self.window)
 
 
 def anti_wrap(x: torch.Tensor) -> torch.Tensor:

@@ -76,12 +76,16 @@ class MelConfig:
             raise TypeError(f"bad mel config {conf}: {e}") from None
 
 
+def padded_window(n_fft: int, win_length: int, device: torch.device | None = None) -> torch.Tensor:
+    """Periodic Hann window of ``win_length`` centred in ``n_fft`` points (where ``torch.stft`` puts it)."""
+    left = (n_fft - win_length) // 2
+    return F.pad(torch.hann_window(win_length, device=device), (left, n_fft - win_length - left))
+
+
 @functools.lru_cache(maxsize=8)
 def _analysis_consts(cfg: MelConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Window (n_fft, zero-padded) and filterbank (n_mels, bins) of a config, built once."""
-    window = torch.hann_window(cfg.win_length)
-    left = (cfg.n_fft - cfg.win_length) // 2
-    window = F.pad(window, (left, cfg.n_fft - cfg.win_length - left))
+    window = padded_window(cfg.n_fft, cfg.win_length)
     fb = torch.from_numpy(np.array(mel_filters(cfg.sample_rate, cfg.n_fft, cfg.n_mels)))
     return window, fb
 
@@ -94,14 +98,21 @@ def mel_basis(cfg: MelConfig, device: torch.device | None = None) -> torch.Tenso
     return _analysis_consts(cfg)[1].to(device or "cpu")
 
 
-def stft(wav: torch.Tensor, cfg: MelConfig) -> torch.Tensor:
-    """Complex STFT (..., bins, n // hop) of (..., n) samples with the config's window and centring."""
+def centred_stft(wav: torch.Tensor, hop_length: int, window: torch.Tensor) -> torch.Tensor:
+    """Complex STFT (..., n_fft / 2 + 1, n // hop) of (..., n) samples, n_fft = ``len(window)``: frame ``f``
+    centred on sample ``f * hop`` (reflect padding), the last frame dropped."""
+    n_fft = window.numel()
     shape = wav.shape
     flat = wav.reshape(-1, shape[-1])
-    pad_mode = "reflect" if shape[-1] > cfg.n_fft // 2 else "constant"
-    spec = torch.stft(flat, cfg.n_fft, cfg.hop_length, window=stft_window(cfg, wav.device), center=True,
-                      pad_mode=pad_mode, return_complex=True)[..., :-1]
+    pad_mode = "reflect" if shape[-1] > n_fft // 2 else "constant"
+    spec = torch.stft(flat, n_fft, hop_length, window=window, center=True, pad_mode=pad_mode,
+                      return_complex=True)[..., :-1]
     return spec.reshape(*shape[:-1], *spec.shape[-2:])
+
+
+def stft(wav: torch.Tensor, cfg: MelConfig) -> torch.Tensor:
+    """Complex STFT (..., bins, n // hop) of (..., n) samples with the config's window and centring."""
+    return centred_stft(wav, cfg.hop_length, stft_window(cfg, wav.device))
 
 
 def magnitude(spec: torch.Tensor) -> torch.Tensor:
