@@ -7,7 +7,7 @@ without thinking; and the engine's LLM decoding speed next to
 Usage (from the repository root):
     .venv/bin/python bench/latency.py [--model_dir egs/echat/exp/stage3 --token2wav_dir egs/echat/exp/token2wav]
         [--random] [--wav in.wav] [--threads 1] [--repeats 3] [--text_tokens 64] [--speech_tokens 100]
-        [--kv_cache static|hf] [--json out.json]
+        [--kv_cache static|hf] [--stream_conf '{"hop_growth": 1.0}'] [--json out.json]
 
 Models: ``--model_dir`` / ``--token2wav_dir`` when given; else the recipe's newest trained stage
 (``egs/echat/exp/stage3``, ``stage2``, ``stage1``) and ``egs/echat/exp/token2wav`` when they exist; else (or with
@@ -20,6 +20,7 @@ and ``--speech_tokens`` speech tokens unless it ends earlier (the token counts a
 
     models model=... token2wav=... (recipe | given | random mini)
     turn task=s2s_think audio=stream|stream_inline|whole first_text_ms=... first_speech_ms=... first_audio_ms=...
+    share task=s2s_think stream=... stream_inline=...   (first streamed audio / whole-reply total, per mode)
     decode engine_tok_s=... hf_generate_tok_s=... ratio=... same_tokens=true new_tokens=...
 """
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import statistics
 import sys
@@ -67,10 +67,8 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--text_tokens", type=int, default=64)
     p.add_argument("--speech_tokens", type=int, default=100)
-    p.add_argument("--first_chunk", type=int, default=None,
-                   help="streaming: speech tokens before the first audio chunk (default: the token2wav config)")
-    p.add_argument("--lookahead", type=int, default=None,
-                   help="streaming: tokens of right context withheld per chunk (default: the token2wav config)")
+    p.add_argument("--stream_conf", default=None,
+                   help='JSON overrides of the token2wav streaming schedule, e.g. {"first_chunk": 12, "lookahead": 4}')
     p.add_argument("--kv_cache", default="static", choices=CACHE_KINDS,
                    help="the engine's KV cache: static (lean step) or hf (transformers' forward + DynamicCache)")
     p.add_argument("--json", default=None, help="also write the numbers here")
@@ -196,26 +194,30 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(sys.stderr):
         conf = ChatConf(generate=gen, max_history_turns=0)
         engine, source = pick_models(args, Path(tmp), conf)
-        if engine.token2wav is not None:
-            changes = {k: v for k, v in (("first_chunk", args.first_chunk), ("lookahead", args.lookahead))
-                       if v is not None}
-            engine.token2wav.streaming = dataclasses.replace(engine.token2wav.streaming, **changes)
+        if engine.token2wav is not None and args.stream_conf:
+            engine.token2wav.streaming = engine.token2wav.streaming.updated(json.loads(args.stream_conf))
         sched = engine.token2wav.streaming if engine.token2wav is not None else None
         wav, wav_name = user_audio(args)
         print(f"models model={engine.loaded.checkpoint} token2wav={'yes' if engine.token2wav else 'no'} "
               f"vocoder={engine.vocoder} ({source}) input={wav_name} ({wav.size / 16000:.2f} s) "
               f"threads={args.threads} kv_cache={args.kv_cache}"
-              + (f" first_chunk={sched.first_chunk} lookahead={sched.lookahead}" if sched is not None else ""))
+              + (f" first_chunk={sched.first_chunk} hop={sched.hop} lookahead={sched.lookahead} "
+                 f"hop_growth={sched.hop_growth} max_hop={sched.max_hop}" if sched is not None else ""))
         results: dict[str, Any] = {"models": source, "checkpoint": engine.loaded.checkpoint, "turns": []}
         for task in ("s2s_think", "s2s_chat"):
+            rows = {}
             for mode in ("stream", "stream_inline", "whole"):
                 c = ChatConf(generate=gen, max_history_turns=0, stream_audio=mode != "whole",
                              synth_thread=mode == "stream")
                 t = median_turn(engine, c, task, wav, args.repeats)
                 keep = [*TIME_KEYS, "text_tokens", "speech_tokens", "decode_tokens_per_s"]
-                row = {"task": task, "audio": mode, **{k: t[k] for k in keep if k in t}}
+                rows[mode] = row = {"task": task, "audio": mode, **{k: t[k] for k in keep if k in t}}
                 results["turns"].append(row)
                 print("turn " + fmt(row))
+            if "first_audio_s" in rows["stream"]:
+                share = {m: rows[m]["first_audio_s"] / rows["whole"]["total_s"] for m in ("stream", "stream_inline")}
+                results.setdefault("share", {})[task] = share
+                print(f"share task={task} " + fmt(share))
         speed = decode_speed(engine, wav, args.text_tokens, args.repeats, args.kv_cache)
         results["decode"] = speed
         print("decode " + fmt(speed))

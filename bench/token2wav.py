@@ -43,7 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from wenet_echat.audio.io import load_audio  # noqa: E402
 from wenet_echat.bin.train_token2wav import collect_replies, tokenize_missing  # noqa: E402
 from wenet_echat.token2wav.model import Token2Wav, build_token2wav, load_token2wav  # noqa: E402
-from wenet_echat.token2wav.streaming import StreamConfig  # noqa: E402
 from wenet_echat.token2wav.vocoder import log_mel  # noqa: E402
 from wenet_echat.utils.config import load_config  # noqa: E402
 
@@ -111,7 +110,8 @@ def bench_stream(model: Token2Wav, tokens: list[int], repeats: int) -> None:
         stream_rtf.append(total / (sum(c.numel() for c in chunks) / model.sample_rate))
     print(f"first_chunk tokens={cfg.first_chunk} latency_ms={statistics.median(first_ms):.1f} "
           f"chunk_audio_ms={statistics.median(chunk_ms):.0f} stream_rtf={statistics.median(stream_rtf):.3f} "
-          f"hop={cfg.hop} lookahead={cfg.lookahead} context={cfg.context}", flush=True)
+          f"hop={cfg.hop} hop_growth={cfg.hop_growth} max_hop={cfg.max_hop} lookahead={cfg.lookahead} "
+          f"context={cfg.context}", flush=True)
     streamed = torch.cat(chunks)
     whole_mel = model.token2mel(tokens)
     whole = model.mel2wav(whole_mel)
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     model = load_token2wav(args.model_dir) if args.model_dir else build_token2wav(load_config(args.config)).eval()
     if args.stream_conf:
-        model.streaming = StreamConfig.from_dict({**model.streaming.to_dict(), **json.loads(args.stream_conf)})
+        model.streaming = model.streaming.updated(json.loads(args.stream_conf))
     rng = np.random.default_rng(args.seed)
     tokens = rng.integers(0, model.codebook_size, int(round(args.seconds * model.token_rate))).tolist()
     if args.eval_list:

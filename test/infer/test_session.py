@@ -1,3 +1,4 @@
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -120,6 +121,19 @@ def test_memorised_turn_streams_think_reply_tokens_audio(memorised):
     assert 0 < t["encode_s"] <= t["prefill_s"] <= t["first_text_s"] <= t["text_done_s"] <= t["first_speech_s"]
     assert t["first_speech_s"] <= t["first_audio_s"] <= t["total_s"]
     assert t["text_tokens"] == len(loaded.tokenizer.encode(f"{THINK_BEGIN}{gold_think}{THINK_END}{rec['response']}"))
+
+
+def test_speech_token_events_follow_a_growing_chunk_schedule(random_loaded):
+    eng = engine(random_loaded, generate=GenerateConf(max_text_tokens=5, max_speech_tokens=60))
+    eng.token2wav.streaming = dataclasses.replace(eng.token2wav.streaming, hop_growth=2.0, max_hop=16)
+    events = list(eng.session().stream("s2s_chat", audio=(tone(1.0), 16000)))
+    groups = [len(e.tokens) for e in events if e.kind == "speech_tokens"]
+    n = len(events[-1].result.speech_tokens)
+    assert n > 6 + 4 + 8 and sum(groups) == n
+    sizes = [6, 4, 8] + [16] * 10  # first_chunk 6, hop 4 doubling up to 16
+    full = [s for i, s in enumerate(sizes) if sum(sizes[: i + 1]) <= n]
+    assert groups[: len(full)] == full and sum(groups[len(full):]) == n - sum(full)
+    assert sum(e.audio.size for e in events if e.kind == "audio") == eng.token2wav.expected_samples(n)
 
 
 def test_streaming_and_whole_synthesis_give_the_same_reply(memorised):

@@ -99,6 +99,24 @@ def test_flow_training_errors(corpus, tmp_path, capsys):
     assert model.flow.n_steps == 2 and model.flow.inference_cfg_rate == 0.3
 
 
+def test_vocoder_training_with_cosine_decay_ends_on_the_final_rate(corpus, tmp_path, capsys):
+    decay = {**TRAIN, "vocoder": {**TRAIN["vocoder"], "lr": 1e-3, "lr_decay": "cosine", "min_lr_ratio": 0.2,
+                                  "log_interval": 1}}
+    conf = tmp_path / "decay.yaml"
+    conf.write_text(yaml.safe_dump({**tiny_conf(), "train": decay}))
+    args = ["--config", str(conf), "--part", "vocoder", "--data_list", corpus["list"], "--model_dir",
+            str(tmp_path / "d"), "--max_steps", "6"]
+    assert train_token2wav.main(args) == 0
+    lrs = [row["lr"] for row in json.loads((tmp_path / "d" / "vocoder.train.json").read_text())["log"]]
+    assert lrs[0] == pytest.approx(5e-4) and lrs[1] == pytest.approx(1e-3 * (0.2 + 0.8 * 0.5 * (1 + np.cos(np.pi / 6))))
+    assert all(a > b for a, b in zip(lrs[1:], lrs[2:])) and lrs[-1] == pytest.approx(
+        1e-3 * (0.2 + 0.8 * 0.5 * (1 + np.cos(np.pi * 5 / 6))))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**tiny_conf(), "train": {"vocoder": {"lr_decay": "linear"}}}))
+    assert train_token2wav.main([*args[:1], str(bad), *args[2:]]) == 1
+    assert "train.vocoder.lr_decay must be one of none, cosine, got 'linear'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("mode", ["regression", "gan"])
 def test_vocoder_training(corpus, tmp_path, mode):
     md = tmp_path / mode

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -37,10 +39,22 @@ def test_first_chunk_after_first_chunk_tokens_then_every_hop(model):
     assert all(c.dim() == 1 and c.numel() > 0 for c in chunks)
 
 
-@pytest.mark.parametrize("n_tok", [7, 25, 61])
-def test_streamed_output_matches_whole_synthesis(model, n_tok):
+def test_growing_hop_keeps_the_first_chunk_and_makes_later_ones_longer(model):
+    cfg = StreamConfig(first_chunk=18, hop=12, lookahead=3, context=24, hop_growth=2.0, max_hop=48)
+    chunks, _, arrivals = run_stream(model, tokens(160), cfg)
+    assert arrivals == [18, 30, 54, 102, 150, "finish"]  # hops 12, 24, 48, 48
+    fixed, _, fixed_arrivals = run_stream(model, tokens(160), StreamConfig(first_chunk=18, hop=12, lookahead=3,
+                                                                          context=24))
+    assert len(fixed_arrivals) == 13 and chunks[0].numel() == fixed[0].numel()
+    assert torch.cat(chunks).numel() == torch.cat(fixed).numel() == model.expected_samples(160)
+    rounded = StreamConfig(first_chunk=5, hop=3, lookahead=1, hop_growth=1.5).triggers()
+    assert [next(rounded) for _ in range(6)] == [5, 8, 12, 18, 28, 43]  # hops 3, 4.5, 6.75, ... rounded down
+
+
+@pytest.mark.parametrize("n_tok, growth", [(7, 1.0), (25, 1.0), (61, 1.0), (61, 2.0)])
+def test_streamed_output_matches_whole_synthesis(model, n_tok, growth):
     toks = tokens(n_tok, seed=n_tok)
-    chunks, synth, _ = run_stream(model, toks)
+    chunks, synth, _ = run_stream(model, toks, dataclasses.replace(model.streaming, hop_growth=growth))
     whole_mel = model.token2mel(toks)
     whole = model.mel2wav(whole_mel)
     streamed = torch.cat(chunks)
@@ -91,6 +105,10 @@ def test_errors(model):
         synth.push([1])
     with pytest.raises(ValueError, match="lookahead"):
         StreamConfig(first_chunk=3, lookahead=3)
+    with pytest.raises(ValueError, match="hop_growth"):
+        StreamConfig(hop_growth=0.5)
+    with pytest.raises(ValueError, match="max_hop 8 must be >= hop 12"):
+        StreamConfig(hop=12, max_hop=8)
     with pytest.raises(ValueError, match="fade"):
         StreamConfig(fade="cosine")
     with pytest.raises(TypeError, match="bad streaming config"):

@@ -17,11 +17,13 @@ is computed from the crop plus ``n_fft / 2`` samples of real context on each sid
 whole-file mel (except the first and last few frames of a file, where the file edge is zero-padded instead of
 reflected).
 
-Flow: AdamW with linear warm-up, OT-CFM loss (:meth:`FlowMatching.compute_loss`); per-bin mel statistics are set
-from ``stats_batches`` crops on a fresh start. Vocoder ``regression`` mode: mel L1 + multi-resolution STFT loss;
-``gan`` mode adds the multi-period/multi-scale discriminator (least squares + feature matching, mel weight 45).
-``phase_weight`` > 0 (either mode, iSTFT vocoder only) adds its magnitude-weighted phase losses
-(:func:`wenet_echat.token2wav.istft_vocoder.phase_losses`) against the real crop's STFT.
+Learning rate (:mod:`wenet_echat.train.budget`): linear warm-up over ``warmup_steps``; with ``lr_decay: cosine`` it
+then falls along a cosine to ``min_lr_ratio`` of the peak at the end of the planned training (earlier runs' time
+plus ``--max_minutes``, or ``--max_steps``). Flow: AdamW, OT-CFM loss (:meth:`FlowMatching.compute_loss`); per-bin
+mel statistics are set from ``stats_batches`` crops on a fresh start. Vocoder ``regression`` mode: mel L1 +
+multi-resolution STFT loss; ``gan`` mode adds the multi-period/multi-scale discriminator (least squares + feature
+matching, mel weight 45). ``phase_weight`` > 0 (either mode, iSTFT vocoder only) adds its magnitude-weighted phase
+losses (:func:`wenet_echat.token2wav.istft_vocoder.phase_losses`) against the real crop's STFT.
 
 Limits and state: training stops after ``--max_minutes`` of this run or at global step ``--max_steps``.
 ``<model_dir>/<part>.pt`` (inference weights, see :mod:`wenet_echat.token2wav.model`) and
@@ -70,6 +72,7 @@ from wenet_echat.token2wav.vocoder import (
     log_mel,
     mel_l1,
 )
+from wenet_echat.train.budget import budget_lr, check_budget_lr_conf, planned_progress
 from wenet_echat.utils.config import load_config
 from wenet_echat.utils.fileio import JsonlError, atomic_open, atomic_path, parse_jsonl_line
 from wenet_echat.utils.logging import setup_logging
@@ -80,12 +83,14 @@ INFERENCE_SECTIONS = ("streaming", "griffinlim")  # config sections that do not 
 INFERENCE_KEYS = {"flow": ("n_steps", "inference_cfg_rate", "temperature")}  # ... and keys of other sections
 
 FLOW_DEFAULTS: dict[str, Any] = {
-    "batch_size": 12, "segment_tokens": 48, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.0, "grad_clip": 5.0,
-    "log_interval": 25, "save_interval_minutes": 2.0, "stats_batches": 8, "valid_batches": 4,
+    "batch_size": 12, "segment_tokens": 48, "lr": 1e-3, "warmup_steps": 100, "lr_decay": "none",
+    "min_lr_ratio": 0.1, "weight_decay": 0.0, "grad_clip": 5.0, "log_interval": 25, "save_interval_minutes": 2.0,
+    "stats_batches": 8, "valid_batches": 4,
 }
 VOCODER_DEFAULTS: dict[str, Any] = {
     "mode": "regression", "batch_size": 8, "segment_frames": 32, "lr": 5e-4, "warmup_steps": 50,
-    "weight_decay": 0.0, "grad_clip": 5.0, "log_interval": 25, "save_interval_minutes": 2.0, "valid_batches": 4,
+    "lr_decay": "none", "min_lr_ratio": 0.1, "weight_decay": 0.0, "grad_clip": 5.0, "log_interval": 25,
+    "save_interval_minutes": 2.0, "valid_batches": 4,
     "mel_weight": 1.0, "stft_weight": 1.0, "stft_resolutions": [[512, 50, 240], [1024, 120, 600], [2048, 240, 1200]],
     "phase_weight": 0.0,
     "betas": [0.8, 0.99], "gan": {"adv_weight": 1.0, "fm_weight": 1.0, "mel_weight": 45.0, "stft_weight": 0.0,
@@ -308,8 +313,6 @@ def vocoder_batch(replies: list[Reply], reader: CropReader, conf: dict[str, Any]
 # ----------------------------------------------------------------------------------------------- trainers
 
 
-def warmup_lr(base: float, step: int, warmup: int) -> float:
-    return base * min(1.0, (step + 1) / max(warmup, 1))
 
 
 def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
@@ -331,6 +334,10 @@ class PartTrainer:
         self.opt = torch.optim.AdamW(self.module.parameters(), lr=conf["lr"], weight_decay=conf["weight_decay"],
                                      betas=tuple(conf.get("betas", (0.9, 0.999))))
         self.step = 0
+        self.progress = 0.0  # share of the planned training done, set by the loop (drives lr_decay)
+
+    def lr(self, base: float) -> float:
+        return budget_lr(base, self.step, self.conf, self.progress)
 
     def extra_state(self) -> dict[str, Any]:
         return {}
@@ -374,7 +381,7 @@ class FlowTrainer(PartTrainer):
 
     def train_step(self, rng):
         tokens, mel = self.make_batch(self.replies, rng)
-        _set_lr(self.opt, warmup_lr(self.conf["lr"], self.step, self.conf["warmup_steps"]))
+        _set_lr(self.opt, self.lr(self.conf["lr"]))
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         out = self.model.flow.compute_loss(tokens, mel, generator=gen)
         grad = self._update(out["loss"], self.opt, self.module.parameters())
@@ -427,8 +434,7 @@ class VocoderTrainer(PartTrainer):
 
     def train_step(self, rng):
         wav, mel = self.make_batch(self.replies, rng)
-        lr = warmup_lr(self.conf["lr"], self.step, self.conf["warmup_steps"])
-        _set_lr(self.opt, lr)
+        _set_lr(self.opt, self.lr(self.conf["lr"]))
         cfg = self.model.mel_config
         out: dict[str, float] = {}
         fake, phase_loss = self._generate(mel, wav, out)
@@ -437,7 +443,7 @@ class VocoderTrainer(PartTrainer):
             loss = self.conf["mel_weight"] * mel_loss + self.conf["stft_weight"] * stft_loss
         else:
             g = self.conf["gan"]
-            _set_lr(self.disc_opt, warmup_lr(g["disc_lr"], self.step, self.conf["warmup_steps"]))
+            _set_lr(self.disc_opt, self.lr(g["disc_lr"]))
             d_loss = discriminator_loss(self.disc(wav), self.disc(fake.detach()))
             self._update(d_loss, self.disc_opt, self.disc.parameters())
             real_out, fake_out = self.disc(wav), self.disc(fake)
@@ -548,6 +554,7 @@ def part_conf(conf: dict[str, Any], part: str, mode: str | None) -> dict[str, An
     if unknown:
         raise KeyError(f"unknown train.{part} keys: {', '.join(unknown)} (known: {', '.join(sorted(defaults))})")
     out = {**defaults, **given}
+    check_budget_lr_conf(out, f"train.{part}")
     if part == "vocoder":
         out["gan"] = {**defaults["gan"], **(given.get("gan") or {})}
         if mode:
@@ -626,6 +633,8 @@ def run_loop(args: argparse.Namespace, trainer: PartTrainer, model_dir: Path, va
     _validate(trainer, valid_batches, history)
     try:
         while (args.max_steps is None or trainer.step < args.max_steps) and time.time() - start < limit:
+            trainer.progress = planned_progress(args.max_minutes, args.max_steps, trainer.step, elapsed0,
+                                                time.time() - start)
             window.append(trainer.train_step(rng))
             trainer.step += 1
             if trainer.step % conf["log_interval"] == 0 or trainer.step == args.max_steps:

@@ -369,7 +369,8 @@ class ChatSession:
         if speak and eng.token2wav is not None:
             out = speech_out(eng.token2wav, eng.vocoder, conf.stream_audio, conf.synth_thread)
         schedule = eng.token2wav.streaming if eng.token2wav is not None else StreamConfig()
-        next_group = schedule.first_chunk  # speech codes are reported in the groups the synthesizer consumes
+        groups = schedule.triggers()  # speech codes are reported in the groups the synthesizer consumes
+        next_group = next(groups)
         pending: list[int] = []
         chunks: list[np.ndarray] = []
         ok = False
@@ -392,7 +393,7 @@ class ChatSession:
                 ready = out.push(tok) if out is not None else []
                 if len(state.speech_ids) >= next_group:
                     yield ChatEvent("speech_tokens", now(), tokens=pending)
-                    pending, next_group = [], next_group + schedule.hop
+                    pending, next_group = [], next(groups)
                 for chunk in ready:
                     yield self._audio_event(chunk, chunks, timings, now)
             if "text_done_s" not in timings and not state.cancelled:

@@ -1,8 +1,11 @@
 """Streaming token-to-wave: audio chunks while the LLM is still emitting speech tokens.
 
-Schedule: the first chunk is produced when ``first_chunk`` (18) tokens have arrived, then one per ``hop`` (12)
-more tokens, and :meth:`StreamingSynthesizer.finish` flushes the rest. Chunk boundaries depend only on token
-counts, never on how the tokens were grouped into :meth:`push` calls, so the output is reproducible.
+Schedule (:meth:`StreamConfig.triggers`): the first chunk is produced when ``first_chunk`` (18) tokens have
+arrived, then one per ``hop`` (12) more tokens, and :meth:`StreamingSynthesizer.finish` flushes the rest. With
+``hop_growth`` > 1 each hop is that many times the previous one, up to ``max_hop`` (CosyVoice 2's stream scale
+factor): the first chunk comes as early as before, later chunks are fewer and longer, so less left context is
+recomputed while the LLM, far faster than real time, keeps ahead of playback. Chunk boundaries depend only on
+token counts, never on how the tokens were grouped into :meth:`push` calls, so the output is reproducible.
 
 One step at ``n`` received tokens
     1. Mel. Frames are emitted up to ``frames(n - lookahead)`` (all ``frames(n)`` at the end); the withheld
@@ -25,7 +28,7 @@ One step at ``n`` received tokens
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,10 +46,16 @@ class StreamConfig:
     vocoder_context: int = 24  # mel frames of left context when vocoding a chunk
     overlap: int = 12  # mel frames of audio held back and cross-faded (>= the vocoder's right reach)
     fade: str = "hann"  # cross-fade shape: hann | linear
+    hop_growth: float = 1.0  # each later hop is this many times the previous one (1: a fixed hop)
+    max_hop: int | None = None  # cap of the growing hop (None: no cap)
 
     def __post_init__(self) -> None:
         if self.first_chunk < 1 or self.hop < 1:
             raise ValueError(f"streaming first_chunk and hop must be >= 1, got {self.first_chunk}, {self.hop}")
+        if self.hop_growth < 1.0:
+            raise ValueError(f"streaming hop_growth must be >= 1, got {self.hop_growth}")
+        if self.max_hop is not None and self.max_hop < self.hop:
+            raise ValueError(f"streaming max_hop {self.max_hop} must be >= hop {self.hop} (or null)")
         if self.lookahead < 0 or self.vocoder_context < 0 or self.overlap < 0:
             raise ValueError("streaming lookahead, vocoder_context and overlap must be >= 0")
         if self.lookahead >= self.first_chunk:
@@ -55,6 +64,15 @@ class StreamConfig:
             raise ValueError(f"streaming context must be >= 0 or null, got {self.context}")
         if self.fade not in ("hann", "linear"):
             raise ValueError(f"streaming fade must be 'hann' or 'linear', got '{self.fade}'")
+
+    def triggers(self) -> Iterator[int]:
+        """The token counts at which chunks are produced, without end: ``first_chunk``, then one hop after the
+        other, each hop ``hop_growth`` times the last (rounded down), capped at ``max_hop``."""
+        n, hop, cap = self.first_chunk, float(self.hop), self.max_hop or math.inf
+        while True:
+            yield n
+            n += int(hop)
+            hop = min(hop * self.hop_growth, cap)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +83,10 @@ class StreamConfig:
             return cls(**(conf or {}))
         except TypeError as e:
             raise TypeError(f"bad streaming config {conf}: {e}") from None
+
+    def updated(self, changes: dict[str, Any] | None) -> StreamConfig:
+        """This schedule with some keys changed (checked like a config)."""
+        return self.from_dict({**self.to_dict(), **(changes or {})})
 
 
 def fade_in_curve(n: int, shape: str) -> torch.Tensor:
@@ -88,7 +110,8 @@ class StreamingSynthesizer:
         self.samples_out = 0
         self.chunks_out = 0
         self._tail: torch.Tensor | None = None
-        self._next_trigger = self.config.first_chunk
+        self._triggers = self.config.triggers()
+        self._next_trigger = next(self._triggers)
         self._finished = False
 
     @property
@@ -107,7 +130,7 @@ class StreamingSynthesizer:
         chunks = []
         while len(self.tokens) >= self._next_trigger:
             chunks += self._step(self._next_trigger, final=False)
-            self._next_trigger += self.config.hop
+            self._next_trigger = next(self._triggers)
         return chunks
 
     def finish(self) -> list[torch.Tensor]:

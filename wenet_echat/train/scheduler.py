@@ -38,6 +38,12 @@ logger = logging.getLogger(__name__)
 SCHEDULERS: Registry[LRScheduler] = Registry("scheduler")
 
 
+def cosine_decay(progress: float, min_ratio: float) -> float:
+    """Half a cosine from 1 at ``progress`` 0 to ``min_ratio`` at 1 (``progress`` is clipped to [0, 1])."""
+    progress = min(max(progress, 0.0), 1.0)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 class StepScheduler(LRScheduler):
     """Base class: ``lr = base_lr * factor(step)`` for every param group; subclasses define :meth:`factor`."""
 
@@ -115,9 +121,7 @@ class WarmupCosine(StepScheduler):
     def factor(self, step: int) -> float:
         if step <= self.warmup_steps:
             return _linear_warmup(step, self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps))
-        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
-        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine
+        return cosine_decay((step - self.warmup_steps) / (self.total_steps - self.warmup_steps), self.min_lr_ratio)
 
 
 @SCHEDULERS.register("warmup_constant")
