@@ -30,9 +30,15 @@ threads=2             # torch threads per training/decoding process on CPU
 train_extra=""        # extra bin/train.py arguments, e.g. "--override train_conf.max_epoch=1"
 speech_codes=512      # k-means speech-token codebook (mini; paper scale: S3Tokenizer, 4096)
 encoder_conf=encoder  # encoder pre-training config of stage 5: $conf_dir/train_<this>.yaml (when it exists)
+llm_pretrain=false    # true: stage 5 first pre-trains the LLM on the corpus text ($conf_dir/pretrain_llm.yaml) for
+llm_pretrain_minutes=3  # this many CPU minutes -> $exp/llm, a Hugging Face model dir stage 1 starts from (mini: off,
+                        # the text-pretrained LLM reads gender and events worse in stage 1, see egs/echat/README.md)
 reply_asr=false       # true: stages 1 and 2 also train ASR on the reply audio (train_reply_asr, one voice, ~45 % of
                       # the audio); the mini stages reach their accuracy on the labelled list alone, in half the time
 think=true            # false: stage 3 without dual thinking (the paper's ablation) -> $exp/stage3_nothink
+understanding=true    # false: the ablation without the understanding stage: stage 2 starts from the pre-trained
+                      # encoder and LLM (adapter from scratch) instead of stage 1 -> $exp/stage2_nounder, and
+                      # stage 3 from that -> $exp/stage3*_nounder
 think_style=""        # stage 3 CoT form: "" = the config's (auto: the corpus's natural-language CoT); tag | natural |
                       # cues (the tag form without the transcript) -> $exp/stage3_<style>
 t2w_conf=token2wav    # token-to-wave config $conf_dir/<this>.yaml, trained into $exp/<this> (stages 10-15)
@@ -54,10 +60,12 @@ Stages:
   3  shards (--data_type shard): tar shards -> $data/<set>/shards, list $data/<set>/data.shards.list
   4  text tokenizer: SentencePiece on the train text, replies and CoTs -> $data/lang/spm.model
   5  train stage 1 (understanding: ASR + tags; --reply_asr: + ASR on the reply audio) -> $exp/stage1; configs with a
-     train_$encoder_conf.yaml (conf/mini; --encoder_conf) first pre-train the encoder (char CTC + cue classifiers) -> $exp/encoder
+     train_$encoder_conf.yaml (conf/mini; --encoder_conf) first pre-train the encoder (char CTC + cue classifiers) -> $exp/encoder,
+     and with --llm_pretrain true (conf_dir/pretrain_llm.yaml) the LLM on the corpus text -> $exp/llm
   6  decode + score stage 1 on dev/test (ASR WER/CER, per-cue tag accuracy) -> $exp/stage1/decode_<set>/results.md
   7  speech tokens: k-means units on the train reply audio, response_tokens for every split -> data.tok.list
   8  train stage 2 (generation: TTS, S2S/S2T/text chat, understanding replay) from stage 1 -> $exp/stage2
+     (--understanding false: from the pre-trained encoder and LLM, without stage 1 -> $exp/stage2_nounder)
   9  train stage 3 (empathy: S2S with dual thinking + replay) from stage 2 -> $exp/stage3 (stage3_nothink with
      --think false, stage3_<style> with --think_style)
  10  token-to-wave: flow matching (tokens -> mel) and vocoder (mel -> wave) on the reply audio -> $exp/$t2w_conf
@@ -178,10 +186,12 @@ data_list() {
   local name=${2:-data}
   if [ "$data_type" = shard ]; then echo "$data/$1/$name.shards.list"; else echo "$data/$1/$name.list"; fi
 }
-# train_stage CONF DIR INIT PREFIXES LIST...: train with $conf_dir/train_CONF.yaml into DIR, initialised from
-# INIT ("" = from scratch; PREFIXES: only those parameter prefixes, "" = all); a finished DIR is skipped, a killed
-# one resumes where it stopped
+# train_stage [--init_llm HF_DIR] CONF DIR INIT PREFIXES LIST...: train with $conf_dir/train_CONF.yaml into DIR,
+# initialised from INIT ("" = from scratch; PREFIXES: only those parameter prefixes, "" = all) and then the LLM from
+# HF_DIR; a finished DIR is skipped, a killed one resumes where it stopped
 train_stage() {
+  local init_llm=""
+  if [ "$1" = --init_llm ]; then init_llm=$2; shift 2; fi
   local name=$1 dir=$2 init=$3 prefixes=$4; shift 4
   if [ -f "$dir/final/model.pt" ]; then log "  $dir/final exists: $name trained"; return 0; fi
   local launcher=(python)
@@ -190,7 +200,7 @@ train_stage() {
   run_logged "$dir/log/train.log" "${launcher[@]}" -m wenet_echat.bin.train \
     --config "$conf_dir/train_$name.yaml" --train_data "$@" --cv_data "$cv_list" \
     --data_type "$data_type" --model_dir "$dir" --threads "$threads" ${init:+--init "$init"} \
-    ${prefixes:+--init_prefixes $prefixes} $train_extra
+    ${prefixes:+--init_prefixes $prefixes} ${init_llm:+--init_llm "$init_llm"} $train_extra
 }
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
@@ -207,7 +217,19 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     train_stage "$encoder_conf" "$exp/encoder" "" "" "$(data_list train)"
     enc_init=$exp/encoder/final enc_prefixes=encoder.
   fi
-  train_stage stage1 "$exp/stage1" "$enc_init" "$enc_prefixes" "${lists[@]}"
+  llm_init=()
+  if [ "$llm_pretrain" = true ] && [ -f "$conf_dir/pretrain_llm.yaml" ]; then
+    # the from-scratch LLM learns the corpus's language first, as the paper's stages start from a pretrained Qwen
+    if [ -f "$exp/llm/model.safetensors" ]; then log "  $exp/llm: LLM pre-trained"
+    else
+      log "  LLM text pre-training ($conf_dir/pretrain_llm.yaml, $llm_pretrain_minutes min) -> $exp/llm"
+      run_logged "$exp/llm/log/pretrain.log" python -m wenet_echat.bin.pretrain_llm \
+        --config "$conf_dir/pretrain_llm.yaml" --data_list "$data/train/data.list" --valid_list "$data/dev/data.list" \
+        --out_dir "$exp/llm" --max_minutes "$llm_pretrain_minutes" --threads "$threads"
+    fi
+    llm_init=(--init_llm "$exp/llm")
+  fi
+  train_stage "${llm_init[@]}" stage1 "$exp/stage1" "$enc_init" "$enc_prefixes" "${lists[@]}"
 fi
 
 # decode_score DIR SET TASKS...: decode SET with model DIR into DIR/decode_SET, then score; skipped when up to date
@@ -248,23 +270,34 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   done
 fi
 
+stage2_dir=$exp/stage2 nounder=""
+if [ "$understanding" = false ]; then stage2_dir=$exp/stage2_nounder nounder=_nounder; fi
 if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
-  log "stage 8: train stage 2 (generation and spoken chat)"
+  log "stage 8: train stage 2 (generation and spoken chat) -> $stage2_dir"
   cv_list=$(data_list dev data.tok)
   lists=("$(data_list train data.tok)")
   [ "$reply_asr" = true ] && [ -s "$(data_list train_reply_asr)" ] && lists+=("$(data_list train_reply_asr)")
-  train_stage stage2 "$exp/stage2" "$exp/stage1/final" "" "${lists[@]}"
+  if [ "$understanding" = true ]; then
+    train_stage stage2 "$stage2_dir" "$exp/stage1/final" "" "${lists[@]}"
+  else
+    log "  without the understanding stage: from the pre-trained encoder (and LLM), not $exp/stage1"
+    enc_init="" llm_init=()
+    [ -f "$exp/encoder/final/model.pt" ] && enc_init=$exp/encoder/final
+    [ "$llm_pretrain" = true ] && llm_init=(--init_llm "$exp/llm")
+    train_stage "${llm_init[@]}" stage2 "$stage2_dir" "$enc_init" "${enc_init:+encoder.}" "${lists[@]}"
+  fi
 fi
 
 stage3_dir=$exp/stage3
 if [ "$think" = false ]; then stage3_dir=$exp/stage3_nothink
 elif [ -n "$think_style" ]; then stage3_dir=$exp/stage3_$think_style; fi
+stage3_dir=$stage3_dir$nounder
 if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
   log "stage 9: train stage 3 (empathy, think=$think${think_style:+, think_style=$think_style}) -> $stage3_dir"
   cv_list=$(data_list dev data.tok)
   if [ "$think" = false ]; then train_extra="$train_extra --override train_conf.think=false"
   elif [ -n "$think_style" ]; then train_extra="$train_extra --override train_conf.think_style=$think_style"; fi
-  train_stage stage3 "$stage3_dir" "$exp/stage2/final" "" "$(data_list train data.tok)"
+  train_stage stage3 "$stage3_dir" "$stage2_dir/final" "" "$(data_list train data.tok)"
 fi
 
 t2w=$exp/$t2w_conf

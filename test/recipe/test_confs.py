@@ -64,3 +64,15 @@ def test_token2wav_configs_build_and_train_sections_fit(path):
     part_conf(conf, "flow", None)
     vocoder = part_conf(conf, "vocoder", None)
     assert not vocoder["phase_weight"] or isinstance(model.vocoder, ISTFTVocoder)
+
+
+@pytest.mark.parametrize("path", [p for p in CONFS if p.name == "pretrain_llm.yaml"],
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_llm_pretrain_configs_fit_the_stage_models(path):
+    """The pre-trained LLM is the one the stage configs build, so --init_llm fits them."""
+    from wenet_echat.bin.pretrain_llm import pretrain_conf
+
+    conf = load_config(path)
+    pretrain_conf(conf, str(path))
+    stage1 = load_config(path.parent / "train_stage1.yaml")
+    assert conf["model"]["llm_conf"] == stage1["model"]["llm_conf"] and conf["tokenizer"] == stage1["tokenizer"]

@@ -11,7 +11,9 @@
 The config holds ``tokenizer``, ``model``, ``dataset_conf`` and ``train_conf`` (:class:`TrainConf`), usually
 through ``include:`` of the shared data/model files. A ``model_dir`` with a ``latest`` checkpoint is resumed
 exactly (``--no_resume`` to refuse); otherwise ``--init`` (a checkpoint dir, ``model.pt`` or safetensors)
-initialises the weights, e.g. from the previous stage. The resolved config is saved as ``model_dir/train.yaml``.
+initialises the weights, e.g. from the previous stage, and ``--init_llm`` (a Hugging Face model directory, such as
+the text-pretrained mini LLM of ``bin/pretrain_llm.py``) then the LLM's. The resolved config is saved as
+``model_dir/train.yaml``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torch
 from wenet_echat.dataset import EChatDataset
 from wenet_echat.model import build_model
 from wenet_echat.text.tokenizer import build_tokenizer
-from wenet_echat.train.checkpoint import latest_checkpoint, load_model_weights
+from wenet_echat.train.checkpoint import init_llm_weights, latest_checkpoint, load_model_weights
 from wenet_echat.train.engine import build_engine, init_distributed
 from wenet_echat.train.optim import apply_freeze, build_optimizer, trainable_summary
 from wenet_echat.train.scheduler import build_scheduler
@@ -49,6 +51,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_dir", required=True)
     p.add_argument("--init", default=None, help="initial weights: checkpoint dir, model.pt or .safetensors")
     p.add_argument("--init_prefixes", nargs="*", default=None, help="load only these parameter prefixes")
+    p.add_argument("--init_llm", default=None,
+                   help="a Hugging Face model directory (e.g. from bin/pretrain_llm.py) whose weights initialise the "
+                        "LLM, after --init")
     p.add_argument("--no_resume", action="store_true", help="fail instead of resuming an existing model_dir")
     p.add_argument("--override", nargs="*", default=[],
                    help="config overrides, e.g. train_conf.max_epoch=2 dataset_conf.batch_conf.batch_size=8")
@@ -110,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         res = load_model_weights(args.init, model, args.init_prefixes)
         log.info("initialised %d tensors from %s (missing %d, unexpected %d)", res["loaded"], args.init,
                  len(res["missing"]), len(res["unexpected"]))
+    if resume is None and args.init_llm:
+        n = init_llm_weights(model, args.init_llm)
+        log.info("initialised the LLM's %d tensors from %s", n, args.init_llm)
     if tconf.freeze:
         apply_freeze(model, tconf.freeze)
     if rank == 0:

@@ -328,15 +328,18 @@ def _abbrev(keys: list[str], limit: int = 8) -> str:
 
 
 def load_model_weights(path: str | os.PathLike, model: nn.Module, prefixes: Iterable[str] | None = None,
-                       strict: bool = False) -> dict[str, Any]:
+                       strict: bool = False, key_prefix: str = "") -> dict[str, Any]:
     """Initialise ``model`` from a checkpoint directory, a ``model.pt`` or a ``.safetensors`` file.
+
+    ``key_prefix`` is put before every key of the file (a bare LLM's ``model.layers.0...`` becomes
+    ``llama_model.model.layers.0...``).
 
     ``prefixes`` restricts the loaded keys (dot-boundary prefixes, each must match some key of the file). Shape
     mismatches always raise ``ValueError`` naming the keys; so does a file of which no key fits the model, and, with
     ``strict``, any missing or unexpected key. Returns ``{"loaded": n, "missing": [...], "unexpected": [...]}``
     where ``missing`` counts model keys (under ``prefixes``) absent from the file.
     """
-    state = read_state_dict(path)
+    state = {key_prefix + k: v for k, v in read_state_dict(path).items()}
     prefixes = [p.strip(".") for p in prefixes] if prefixes else []
     for prefix in prefixes:
         if not any(name_matches(key, prefix) for key in state):
@@ -365,6 +368,37 @@ def load_model_weights(path: str | os.PathLike, model: nn.Module, prefixes: Iter
     logger.info("loaded %d tensors from %s (%d missing, %d unexpected)", len(common), path, len(missing),
                 len(unexpected))
     return {"loaded": len(common), "missing": missing, "unexpected": unexpected}
+
+
+LLM_ATTR = "llama_model"  # the EChat model's LLM (the official checkpoints' prefix)
+HF_WEIGHTS = "model.safetensors"
+
+
+def init_llm_weights(model: nn.Module, hf_dir: str | os.PathLike) -> int:
+    """Load a Hugging Face causal-LM directory's ``model.safetensors`` into the EChat model's LLM; returns the
+    number of tensors. Every LLM tensor must come from the file, except an output head tied to the input
+    embedding (``save_pretrained`` stores it once); anything else missing or left over is a ``ValueError``."""
+    path = Path(hf_dir) / HF_WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"{hf_dir}: no {HF_WEIGHTS} (a Hugging Face model directory, e.g. from "
+                                "bin/pretrain_llm.py, is expected)")
+    res = load_model_weights(path, model, prefixes=[LLM_ATTR], key_prefix=f"{LLM_ATTR}.")
+    llm = getattr(unwrap_model(model), LLM_ATTR)
+    out, inp = llm.get_output_embeddings(), llm.get_input_embeddings()
+    tied = out is not None and out.weight is inp.weight
+    missing = [k for k in res["missing"] if not (tied and k.startswith(f"{LLM_ATTR}.") and k.endswith(".weight")
+                                                 and _is_param(llm, k[len(LLM_ATTR) + 1 :], out.weight))]
+    if missing or res["unexpected"]:
+        raise ValueError(f"{path} does not fit the model's LLM: missing {_abbrev(missing) or '-'}; "
+                         f"unexpected {_abbrev(res['unexpected']) or '-'}")
+    return res["loaded"]
+
+
+def _is_param(module: nn.Module, name: str, tensor: torch.Tensor) -> bool:
+    try:
+        return module.get_parameter(name) is tensor
+    except AttributeError:
+        return False
 
 
 # -------------------------------------------------------------------------------------------------------- retention
