@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wenet_echat.dataset.source import read_list
-from wenet_echat.llm import LLMS
+from wenet_echat.model.echat import build_llm
 from wenet_echat.text.tokenizer import TextTokenizer, build_tokenizer
 from wenet_echat.train.budget import budget_lr, check_budget_lr_conf, planned_progress
 from wenet_echat.train.engine import AUTOCAST_DTYPES
@@ -171,7 +171,7 @@ def lm_loss(llm: nn.Module, blocks: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), blocks[:, 1:].reshape(-1))
 
 
-def build_llm(conf: dict[str, Any], tokenizer: TextTokenizer, source: str) -> nn.Module:
+def pretrainable_llm(conf: dict[str, Any], tokenizer: TextTokenizer, source: str) -> nn.Module:
     model = conf.get("model") or {}
     llm_conf = dict(model.get("llm_conf") or {})
     if llm_conf.get("path") or not llm_conf.get("config"):
@@ -179,7 +179,7 @@ def build_llm(conf: dict[str, Any], tokenizer: TextTokenizer, source: str) -> nn
                          "(an LLM loaded from 'path' is pre-trained already)")
     if llm_conf.get("lora"):
         raise ValueError(f"{source}: model.llm_conf.lora is set; pre-train the plain LLM (lora: null)")
-    return LLMS.build(model["llm"], {"vocab_size": tokenizer.vocab_size, **llm_conf})
+    return build_llm(model, tokenizer.vocab_size)
 
 
 def save_hf(llm: nn.Module, out_dir: Path) -> list[str]:
@@ -226,7 +226,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(pconf["seed"])
     tokenizer = build_tokenizer(conf["tokenizer"])
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    llm = build_llm(conf, tokenizer, args.config).to(device).train()
+    llm = pretrainable_llm(conf, tokenizer, args.config).to(device).train()
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 

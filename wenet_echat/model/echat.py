@@ -388,6 +388,12 @@ def _init_encoder(name: str, enc_conf: dict[str, Any], init: dict[str, Any] | No
     return encoder
 
 
+def build_llm(conf: dict[str, Any], text_vocab_size: int) -> nn.Module:
+    """The LLM of a ``model:`` mapping (``llm`` registry name + ``llm_conf``), its vocabulary covering the text
+    tokenizer's ids; :func:`build_model` and the LLM text pre-training build it the same way."""
+    return LLMS.build(conf["llm"], {"vocab_size": text_vocab_size, **(conf.get("llm_conf") or {})})
+
+
 def build_model(conf: dict[str, Any], text_vocab_size: int, eos_id: int,
                 pad_id: int) -> EChatModel | EncoderPretrainModel:
     """Build from the ``model:`` mapping of a config (encoder/adapter/llm by registry name). ``arch`` picks the
@@ -406,7 +412,7 @@ def build_model(conf: dict[str, Any], text_vocab_size: int, eos_id: int,
         raise KeyError(f"unknown model config key(s) {unknown}; known: arch, {', '.join(sorted(ECHAT_KEYS))}")
     enc_conf = dict(conf.get("encoder_conf") or {})
     encoder = _init_encoder(conf["encoder"], enc_conf, (conf.get("init") or {}).get("encoder"))
-    llm = LLMS.build(conf["llm"], {"vocab_size": text_vocab_size, **(conf.get("llm_conf") or {})})
+    llm = build_llm(conf, text_vocab_size)
     ad_conf = {"encoder_dim": int(encoder.config.d_model),
                "llm_dim": hidden_size(llm), **(conf.get("adapter_conf") or {})}
     adapter = ADAPTERS.build(conf["adapter"], ad_conf)

@@ -384,21 +384,13 @@ def init_llm_weights(model: nn.Module, hf_dir: str | os.PathLike) -> int:
                                 "bin/pretrain_llm.py, is expected)")
     res = load_model_weights(path, model, prefixes=[LLM_ATTR], key_prefix=f"{LLM_ATTR}.")
     llm = getattr(unwrap_model(model), LLM_ATTR)
-    out, inp = llm.get_output_embeddings(), llm.get_input_embeddings()
-    tied = out is not None and out.weight is inp.weight
-    missing = [k for k in res["missing"] if not (tied and k.startswith(f"{LLM_ATTR}.") and k.endswith(".weight")
-                                                 and _is_param(llm, k[len(LLM_ATTR) + 1 :], out.weight))]
+    embedding = llm.get_input_embeddings().weight
+    tied = {f"{LLM_ATTR}.{name}" for name, p in llm.named_parameters(remove_duplicate=False) if p is embedding}
+    missing = [k for k in res["missing"] if k not in tied]
     if missing or res["unexpected"]:
         raise ValueError(f"{path} does not fit the model's LLM: missing {_abbrev(missing) or '-'}; "
                          f"unexpected {_abbrev(res['unexpected']) or '-'}")
     return res["loaded"]
-
-
-def _is_param(module: nn.Module, name: str, tensor: torch.Tensor) -> bool:
-    try:
-        return module.get_parameter(name) is tensor
-    except AttributeError:
-        return False
 
 
 # -------------------------------------------------------------------------------------------------------- retention
