@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 # ---- options (every one can be given as --name value) ----
 stage=0               # first stage to run
 stop_stage=15         # last stage to run
-nj=2                  # parallel jobs for data work
+nj=2                  # parallel jobs for data work and speech scoring
 seed=777              # corpus synthesis seed
 hours=3.0             # EChat-mini train size, hours of user audio
 dev_hours=0.2         # dev size
@@ -30,9 +30,9 @@ threads=2             # torch threads per training/decoding process on CPU
 train_extra=""        # extra bin/train.py arguments, e.g. "--override train_conf.max_epoch=1"
 speech_codes=512      # k-means speech-token codebook (mini; paper scale: S3Tokenizer, 4096)
 encoder_conf=encoder  # encoder pre-training config of stage 5: $conf_dir/train_<this>.yaml (when it exists)
-llm_pretrain=false    # true: stage 5 first pre-trains the LLM on the corpus text ($conf_dir/pretrain_llm.yaml) for
-llm_pretrain_minutes=3  # this many CPU minutes -> $exp/llm, a Hugging Face model dir stage 1 starts from (mini: off,
-                        # the text-pretrained LLM reads gender and events worse in stage 1, see egs/echat/README.md)
+llm_pretrain=true     # true: stage 5 first pre-trains the LLM on the corpus text ($conf_dir/pretrain_llm.yaml, when
+llm_pretrain_minutes=3  # it exists) for this many CPU minutes -> $exp/llm, a Hugging Face model dir stage 1 starts
+                        # from, as the paper starts from a pretrained Qwen (false: from random weights)
 reply_asr=false       # true: stages 1 and 2 also train ASR on the reply audio (train_reply_asr, one voice, ~45 % of
                       # the audio); the mini stages reach their accuracy on the labelled list alone, in half the time
 think=true            # false: stage 3 without dual thinking (the paper's ablation) -> $exp/stage3_nothink
@@ -344,7 +344,7 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
   else
     run_logged "$t2w/log/score_resynth.log" python -m wenet_echat.bin.score_speech \
       --ref_list "$data/test_reply/data.list" --max_utts "$resynth_utts" "${systems[@]}" \
-      --spk_ref_list "$data/train_reply_asr/data.list" --out "$t2w/resynth_test.md" \
+      --spk_ref_list "$data/train_reply_asr/data.list" --out "$t2w/resynth_test.md" --nj "$nj" \
       --title "Resynthesis of $resynth_utts EChat-mini test replies from gold speech tokens"
   fi
 fi
@@ -386,7 +386,7 @@ if [ "$stage" -le 13 ] && [ "$stop_stage" -ge 13 ]; then
     if up_to_date "$out/results.json" "$out/hyp.jsonl"; then log "  $out/results.json up to date"; continue; fi
     run_logged "$out/log/score.log" python -m wenet_echat.bin.score --ref "$data/test/data.list" \
       --hyp "$out/hyp.jsonl" --out "$out/results.md" --title "$name, test" --system "$name" \
-      --speech --spk_ref_list "$data/train_reply_asr/data.list" ${judge_conf:+--judge_conf "$judge_conf"}
+      --speech --spk_ref_list "$data/train_reply_asr/data.list" --nj "$nj" ${judge_conf:+--judge_conf "$judge_conf"}
   done < <(s2s_dirs)
 fi
 

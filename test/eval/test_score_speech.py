@@ -48,6 +48,16 @@ def test_reference_and_systems_side_by_side(tmp_path):
     assert res["noisy"]["dnsmos_ovrl"] < res["reference"]["dnsmos_ovrl"] - 0.5
     assert 0.5 < res["reference"]["spk_sim"] <= 1.0
     assert "| same | 2 |" in out.read_text()
+    # two worker processes give the same rows and numbers as one process
+    out2 = tmp_path / "res2.md"
+    assert score_speech.main(["--ref_list", str(tmp_path / "ref.list"), "--system", f"same={tmp_path / 'clean.scp'}",
+                              "--system", f"noisy={tmp_path / 'noisy.scp'}", "--spk_ref_list",
+                              str(tmp_path / "spk.list"), "--out", str(out2), "--nj", "2"]) == 0
+    res2 = json.loads(out2.with_suffix(".json").read_text())
+    for name in res:
+        for k, v in res[name].items():
+            if k != "seconds":
+                assert res2[name][k] == pytest.approx(v, abs=1e-6) if isinstance(v, float) else res2[name][k] == v
     with pytest.raises(KeyError, match="no wav for 1"):
         (tmp_path / "short.scp").write_text(scp_clean[0] + "\n")
         score_speech.main(["--ref_list", str(tmp_path / "ref.list"), "--system", f"x={tmp_path / 'short.scp'}",

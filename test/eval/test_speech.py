@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from wenet_echat.audio.io import AudioError
 from wenet_echat.eval.prosody_stats import ALL_CLASSES, compare_by_class, prosody_markdown, wav_prosody
 from wenet_echat.eval.speech import (
     SPEECH_METRICS,
+    MetricPool,
     MissingDependency,
     SpeechMetric,
     as_mono,
@@ -231,3 +233,26 @@ def test_pocketsphinx_transcript_does_not_depend_on_history(tmp_path):
     first = asr.transcribe(*wavs[0])
     asr.transcribe(*wavs[1])
     assert asr.transcribe(*wavs[0]) == first
+
+
+def test_metric_pool_scores_in_workers_like_in_process(tmp_path):
+    items = []
+    for i, f0 in enumerate((110.0, 150.0, 200.0, 240.0, 300.0)):
+        path = tmp_path / f"t{i}.wav"
+        sf.write(str(path), harmonic_tone(f0, 0.6 + 0.2 * i, 16000, pad_s=0.2), 16000)
+        items.append({"key": f"k{i}", "path": str(path), "ref_text": "one two three"})
+    metrics = {"prosody": build_speech_metric("prosody")}
+    serial = MetricPool(metrics).score(items)
+    with MetricPool(metrics, nj=2) as pool:
+        parallel = pool.score(items)
+        assert [r["key"] for r in parallel] == [f"k{i}" for i in range(5)]  # item order, chunks of one
+        assert parallel == serial
+        assert parallel[0]["f0_median_hz"] < parallel[4]["f0_median_hz"]
+        with pytest.raises(AudioError, match="missing.wav: no such file") as err:
+            pool.score([*items[:3], {"key": "gone", "path": str(tmp_path / "missing.wav")}])
+        assert "item 4 (key 'gone')" in " ".join(getattr(err.value, "__notes__", []))
+        assert pool.score(items[:2], names=["prosody"]) == serial[:2]  # the workers survive an item's error
+        with pytest.raises(KeyError, match="no metric 'dnsmos'"):
+            pool.score(items, names=["dnsmos"])
+    with pytest.raises(ValueError, match="nj must be >= 1"):
+        MetricPool(metrics, nj=0)

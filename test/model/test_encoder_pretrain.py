@@ -186,12 +186,20 @@ def test_mini_recipe_config_builds_the_stage1_encoder():
     conf_dir = Path(__file__).resolve().parents[2] / "egs" / "echat" / "conf" / "mini"
     stage1 = build_model(load_config(conf_dir / "train_stage1.yaml")["model"], 1000, 2, 0)
     want = {k: v.shape for k, v in stage1.encoder.state_dict().items()}
-    for name in ("train_encoder.yaml", "train_encoder_ctc_first.yaml"):
+    built = {}
+    for name in ("train_encoder.yaml", "train_encoder_joint.yaml"):
         pre = load_config(conf_dir / name)
         train_conf = TrainConf.from_dict(pre["train_conf"])
         pretrain = build_model(pre["model"], 1000, 2, 0)
         assert isinstance(pretrain, EncoderPretrainModel) and pretrain.ctc_units == "char"
         assert {k: v.shape for k, v in pretrain.encoder.state_dict().items()} == want
-    # the curriculum variant: CTC-only asr batches first, then tag batches train both losses
+        built[name] = (pretrain, train_conf)
+    # the default curriculum: CTC-only asr batches first, then tag batches train both losses
+    pretrain, train_conf = built["train_encoder.yaml"]
     assert pretrain.task_losses == {"asr": {"ctc"}, "tag": {"ctc", "cue"}}
-    assert train_conf.task_schedule[0]["until_step"] == 300 and train_conf.optim_conf["lr"] == 0.002
+    assert train_conf.task_schedule[0]["until_step"] == 200 and train_conf.optim_conf["lr"] == 0.002
+    assert train_conf.tasks == {"asr": 1.0, "tag": 2.0}
+    # the joint variant: both losses on every batch from step 0
+    pretrain, train_conf = built["train_encoder_joint.yaml"]
+    assert pretrain.task_losses == {"asr": {"ctc", "cue"}, "tag": {"ctc", "cue"}}
+    assert not train_conf.task_schedule and train_conf.optim_conf["lr"] == 0.001

@@ -192,6 +192,22 @@ def test_report(corpus, tmp_path):
     for field in ("age", "gender", "emotion", "event", "category", "response_emotion"):
         assert f"## {field}" in report
     assert "median F0" in r.stdout
+    assert "## Transcript vocabulary" in report and "| test |" in report.split("## Transcript vocabulary")[1]
+
+
+def test_report_vocabulary_coverage():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("corpus_report", REPORT)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    data = {"train": [{"text": "My roses bloom.", "response": "How lovely, roses!"}, {"text": "It rains."}],
+            "test": [{"text": "My tulips bloom, lovely!"}, {"text": "It's raining"}]}
+    table = report.vocabulary_table(data)
+    # test tokens: my tulips bloom lovely it's raining -> unseen in train text: tulips lovely it's raining (4 of 6),
+    # with the replies: tulips it's raining (3 of 6)
+    assert table[-1] == "| test | 6 | 6 | 66.7 | 50.0 |"
+    assert report.vocabulary_table({"train": data["train"]}) == []
 
 
 def test_content_and_voice_inventory():

@@ -6,7 +6,7 @@ identity, optional LLM judge, optional reply-audio metrics, latency; Markdown + 
         [--judge_conf conf/judge/judge.yaml [--judge_max_items N]] [--cue_lexicon my_lexicon.yaml]
         [--reply_weights 0.6,0.4] [--identity_names names.txt]
         [--speech [--spk_ref_list data/train_reply_asr/data.list] [--spk_ref_n 30]
-                  [--speech_metrics pocketsphinx_asr dnsmos speaker_similarity prosody]]
+                  [--speech_metrics pocketsphinx_asr dnsmos speaker_similarity prosody] [--nj 2]]
 
 What is scored depends on the rows' tasks:
 
@@ -20,7 +20,7 @@ What is scored depends on the rows' tasks:
 * rows with ``reply_wav`` (``bin/decode.py --token2wav_dir``), with ``--speech``: pocketsphinx WER of the reply
   audio against the reply text, DNSMOS, speaker similarity to the assistant voice (gold reply wavs of
   ``--spk_ref_list``) and prosody against the gold reply audio by reply emotion
-  (:mod:`wenet_echat.eval.reply_speech`; needs ``pip install 'wenet_echat[eval]'``);
+  (:mod:`wenet_echat.eval.reply_speech`; needs ``pip install 'wenet_echat[eval]'``; ``--nj`` worker processes);
 * timing fields: latency medians (first text token, first speech token, first audio chunk, RTF).
 
 Writes ``--out`` (Markdown) and the numbers next to it (``.json``; per-item rows included), confusion matrices to
@@ -30,10 +30,11 @@ Writes ``--out`` (Markdown) and the numbers next to it (``.json``; per-item rows
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wenet_echat.eval.echat import (
     CHAT_TASKS,
@@ -52,6 +53,9 @@ from wenet_echat.text.identity import IdentityFilter
 from wenet_echat.text.labels import LABEL_VOCABS, REPLY_EMOTIONS
 from wenet_echat.utils.fileio import read_jsonl, write_report
 from wenet_echat.utils.logging import setup_logging
+
+if TYPE_CHECKING:
+    from wenet_echat.eval.speech import MetricPool
 
 log = logging.getLogger("score")
 SPEECH_METRICS = ("pocketsphinx_asr", "dnsmos", "speaker_similarity", "prosody")
@@ -76,6 +80,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--speech_metrics", nargs="+", default=list(SPEECH_METRICS), choices=SPEECH_METRICS)
     p.add_argument("--spk_ref_list", default=None, help="list whose response_wav define the assistant voice")
     p.add_argument("--spk_ref_n", type=int, default=30)
+    p.add_argument("--nj", type=int, default=1, help="worker processes scoring the reply audio")
     return p
 
 
@@ -97,8 +102,8 @@ def init_chat_scoring(args: argparse.Namespace) -> ChatScoring:
     return ChatScoring(ReplyWeights(state, sim), lexicon, IdentityFilter.from_file(args.identity_names))
 
 
-def init_speech_metrics(args: argparse.Namespace) -> dict[str, Any]:
-    from wenet_echat.eval.speech import build_speech_metric
+def init_speech_metrics(args: argparse.Namespace) -> MetricPool:
+    from wenet_echat.eval.speech import MetricPool, build_speech_metric
 
     metrics = {}
     for name in args.speech_metrics:
@@ -110,32 +115,36 @@ def init_speech_metrics(args: argparse.Namespace) -> dict[str, Any]:
             metrics[name] = build_speech_metric(name, ref_wavs=[w for w in wavs if w][: args.spk_ref_n])
         else:
             metrics[name] = build_speech_metric(name)
-    return metrics
+    return MetricPool(metrics, args.nj)
 
 
 def score_chat_tasks(args: argparse.Namespace, refs: dict[str, dict[str, Any]], hyps: list[dict[str, Any]],
                      scores: dict[str, Any]) -> None:
     conf = init_chat_scoring(args)
     judge = JudgeClient.from_file(args.judge_conf) if args.judge_conf else None
-    metrics = init_speech_metrics(args) if args.speech else None
+    with init_speech_metrics(args) if args.speech else contextlib.nullcontext() as metrics:
+        score_tasks(refs, hyps, scores, conf, judge, metrics, args.judge_max_items)
+
+
+def score_tasks(refs: dict[str, dict[str, Any]], hyps: list[dict[str, Any]], scores: dict[str, Any],
+                conf: ChatScoring, judge: JudgeClient | None, metrics: MetricPool | None,
+                judge_max_items: int | None) -> None:
+    if metrics:
+        from wenet_echat.eval.reply_speech import score_reply_audio
     for task in CHAT_TASKS:
         pairs = chat_rows(refs, hyps, task)
         if not pairs:
             continue
         rows = [row for _, row in pairs]
         if judge is not None:
-            rows, failures = judge_rows(judge, pairs, args.judge_max_items)
+            rows, failures = judge_rows(judge, pairs, judge_max_items)
             scores.setdefault("judge", {})[task] = {"calls": judge.calls, "failures": failures,
                                                     "model": judge.conf.model}
             log.info("%s: judged %d items (%d failed)", task, len(rows) - failures, failures)
         scores.setdefault("chat", {})[task] = score_chat(refs, rows, task, conf)
         if metrics:
-            from wenet_echat.eval.reply_speech import score_reply_audio
-
             scores.setdefault("speech", {})[task] = score_reply_audio(list(zip([r for r, _ in pairs], rows)), metrics)
     if metrics and chat_rows(refs, hyps, "tts"):
-        from wenet_echat.eval.reply_speech import score_reply_audio
-
         scores.setdefault("speech", {})["tts"] = score_reply_audio(chat_rows(refs, hyps, "tts"), metrics)
 
 

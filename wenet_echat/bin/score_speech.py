@@ -2,7 +2,7 @@
 
     python -m wenet_echat.bin.score_speech --ref_list data/test_reply/data.list \\
         --system neural=exp/token2wav/resynth_test_neural/wav.scp --system griffinlim=exp/.../wav.scp \\
-        --spk_ref_list data/train_reply_asr/data.list --out exp/token2wav/resynth_test.md [--max_utts 100]
+        --spk_ref_list data/train_reply_asr/data.list --out exp/token2wav/resynth_test.md [--max_utts 100] [--nj 2]
 
 ``--ref_list`` records give the reply text (``response``, else ``text``) and the reference audio
 (``response_wav``, else ``wav``); each ``--system NAME=wav.scp`` maps the same keys to generated wavs. The
@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from wenet_echat.eval.speech import build_speech_metric
+from wenet_echat.eval.speech import MetricPool, build_speech_metric
+from wenet_echat.eval.understanding import error_rates
 from wenet_echat.utils.fileio import read_jsonl, read_kv, write_report
 from wenet_echat.utils.logging import setup_logging
 
@@ -41,19 +42,16 @@ def reference_items(records: list[dict[str, Any]], path: str) -> list[dict[str, 
     return items
 
 
-def score_system(items: list[dict[str, Any]], asr: Any, dnsmos: Any, spk: Any | None) -> dict[str, Any]:
+def score_system(items: list[dict[str, Any]], pool: MetricPool) -> dict[str, Any]:
+    """Corpus WER/CER and mean DNSMOS (and speaker similarity, when the pool has it) of one system's items."""
     t0 = time.perf_counter()
-    intel = asr.intelligibility(items)
-    quality = dnsmos.score_many(items)
-    rows = [{**a, **q} for a, q in zip(intel["items"], quality)]
-    out: dict[str, Any] = {"n": len(items), "wer": intel["corpus"]["wer"], "cer": intel["corpus"]["cer"]}
+    rows = pool.score(items)
+    rates = error_rates([it["ref_text"] for it in items], [r["asr_hyp"] for r in rows])
+    out: dict[str, Any] = {"n": len(items), "wer": rates["wer"], "cer": rates["cer"]}
     for k in ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"):
-        out[k] = float(np.mean([r[k] for r in quality]))
-    if spk is not None:
-        sims = spk.score_many(items)
-        out["spk_sim"] = float(np.nanmean([s["spk_sim"] for s in sims]))
-        for r, s in zip(rows, sims):
-            r["spk_sim"] = s["spk_sim"]
+        out[k] = float(np.mean([r[k] for r in rows]))
+    if "spk" in pool.metrics:
+        out["spk_sim"] = float(np.nanmean([r["spk_sim"] for r in rows]))
     out["seconds"] = round(time.perf_counter() - t0, 1)
     out["items"] = rows
     return out
@@ -80,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spk_ref_list", default=None, help="list whose response_wav/wav define the target voice")
     p.add_argument("--spk_ref_n", type=int, default=30)
     p.add_argument("--max_utts", type=int, default=None)
+    p.add_argument("--nj", type=int, default=1, help="worker processes (each scorer is single-threaded)")
     p.add_argument("--out", required=True)
     p.add_argument("--title", default="Speech")
     args = p.parse_args(argv)
@@ -96,20 +95,20 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             raise KeyError(f"{scp}: no wav for {len(missing)} reference key(s), e.g. {missing[:3]}")
         systems[name] = [{**it, "path": wavs[it["key"]]} for it in ref_items]
-    spk = None
+    metrics = {"asr": build_speech_metric("pocketsphinx_asr"), "dnsmos": build_speech_metric("dnsmos")}
     if args.spk_ref_list:
         refs = reference_items(read_jsonl(args.spk_ref_list), args.spk_ref_list)[: args.spk_ref_n]
         scored = {it["path"] for it in ref_items}
         overlap = [r["path"] for r in refs if r["path"] in scored]
         if overlap:
             raise ValueError(f"--spk_ref_list shares {len(overlap)} wav(s) with the scored replies, e.g. {overlap[0]}")
-        spk = build_speech_metric("speaker_similarity", ref_wavs=[r["path"] for r in refs])
-    asr, dnsmos = build_speech_metric("pocketsphinx_asr"), build_speech_metric("dnsmos")
+        metrics["spk"] = build_speech_metric("speaker_similarity", ref_wavs=[r["path"] for r in refs])
     results = {}
-    for name, items in systems.items():
-        results[name] = score_system(items, asr, dnsmos, spk)
-        log.info("%s: n %d WER %.1f%% OVRL %.2f (%.0f s)", name, results[name]["n"], results[name]["wer"],
-                 results[name]["dnsmos_ovrl"], results[name]["seconds"])
+    with MetricPool(metrics, args.nj) as pool:
+        for name, items in systems.items():
+            results[name] = score_system(items, pool)
+            log.info("%s: n %d WER %.1f%% OVRL %.2f (%.0f s)", name, results[name]["n"], results[name]["wer"],
+                     results[name]["dnsmos_ovrl"], results[name]["seconds"])
     text = markdown(results, args.title)
     write_report(args.out, text, results)
     print(text)

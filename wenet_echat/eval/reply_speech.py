@@ -23,7 +23,7 @@ import numpy as np
 
 from wenet_echat.eval.echat import category_of, ordered_categories
 from wenet_echat.eval.prosody_stats import compare_by_class
-from wenet_echat.eval.speech import SpeechMetric, score_all
+from wenet_echat.eval.speech import MetricPool, SpeechMetric
 from wenet_echat.eval.understanding import error_rates
 
 
@@ -54,14 +54,16 @@ def _aggregate(rows: list[dict[str, Any]], items: list[dict[str, Any]]) -> dict[
 
 
 def score_reply_audio(pairs: list[tuple[Mapping[str, Any], Mapping[str, Any]]],
-                      metrics: Mapping[str, SpeechMetric]) -> dict[str, Any] | None:
+                      metrics: Mapping[str, SpeechMetric] | MetricPool) -> dict[str, Any] | None:
     """``{"categories": {...}, "all": {...}, "prosody": {...}, "items": [...], "no_audio": n}`` (None when no
-    row has audio). ``prosody`` is present when a ``prosody`` metric is given and gold reply wavs exist."""
+    row has audio). ``prosody`` is present when a ``prosody`` metric is given and gold reply wavs exist. A
+    :class:`~wenet_echat.eval.speech.MetricPool` scores in its worker processes; a mapping, in this process."""
     items, left_out = reply_audio_items(pairs)
     if not items:
         return None
-    main = {k: m for k, m in metrics.items() if k != "prosody"}
-    rows = score_all(main, [{k: it[k] for k in ("key", "path", "ref_text")} for it in items])
+    pool = metrics if isinstance(metrics, MetricPool) else MetricPool(metrics)
+    main = [k for k in pool.metrics if k != "prosody"]
+    rows = pool.score([{k: it[k] for k in ("key", "path", "ref_text")} for it in items], main)
     groups: dict[str, list[int]] = {}
     for i, it in enumerate(items):
         groups.setdefault(it["category"], []).append(i)
@@ -70,12 +72,11 @@ def score_reply_audio(pairs: list[tuple[Mapping[str, Any], Mapping[str, Any]]],
                        for c in ordered_categories(groups)},
         "all": _aggregate(rows, items), "no_audio": left_out, "items": rows,
     }
-    if "prosody" in metrics:
+    if "prosody" in pool.metrics:
         with_gold = [it for it in items if it["gold_emotion"] and it["gold_wav"] and it["gold_text"]]
         if with_gold:
-            prosody = metrics["prosody"]
-            gen = prosody.score_many({"path": it["path"], "ref_text": it["ref_text"]} for it in with_gold)
-            ref = prosody.score_many({"path": it["gold_wav"], "ref_text": it["gold_text"]} for it in with_gold)
+            gen = pool.score([{"path": it["path"], "ref_text": it["ref_text"]} for it in with_gold], ["prosody"])
+            ref = pool.score([{"path": it["gold_wav"], "ref_text": it["gold_text"]} for it in with_gold], ["prosody"])
             out["prosody"] = compare_by_class([{**g, "emotion": it["gold_emotion"]} for g, it in zip(gen, with_gold)],
                                               [{**r, "emotion": it["gold_emotion"]} for r, it in zip(ref, with_gold)])
     return out

@@ -6,8 +6,9 @@ Usage (from egs/echat):
                                   [--max_per_value 40] [--seed 0]
 
 Writes (atomically) to --out_dir:
-    report.md               hours and counts per split, and per label value (age, gender, emotion, event,
-                            category, response_emotion) per split
+    report.md               hours and counts per split, per label value (age, gender, emotion, event,
+                            category, response_emotion) per split, and how much of each held-out split's
+                            transcript words train's transcripts (and replies) contain
     label_distribution.png  the same distributions as bar charts
     spectrograms.png        log-mel spectrograms of one sentence spoken in different states
     acoustic_stats.md       per-label acoustic statistics (median F0, F0 range, speaking rate, energy) over a
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # wenet_echat
 
 from wenet_echat.audio.io import load_audio  # noqa: E402
 from wenet_echat.audio.prosody import prosody_stats  # noqa: E402
+from wenet_echat.eval.understanding import normalize_text  # noqa: E402
 from wenet_echat.text.labels import AGES, CATEGORIES, EMOTIONS, EVENTS, GENDERS, REPLY_EMOTIONS  # noqa: E402
 from wenet_echat.utils.fileio import atomic_open, atomic_path, parse_jsonl_line  # noqa: E402
 
@@ -100,6 +102,35 @@ def counts_table(data: dict[str, list[dict]]) -> list[str]:
                 h = sum(r.get("duration", 0.0) for r in data[s] if label(r, field) == v) / 3600
                 cells.append(f"{c[s][v]} | {h:.3f}")
             lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def words(texts) -> list[str]:
+    """Normalised word tokens (as the ASR scoring sees them) of the non-empty ``texts``."""
+    return [w for t in texts if t for w in normalize_text(str(t)).split()]
+
+
+def vocabulary_table(data: dict[str, list[dict]]) -> list[str]:
+    """Per held-out split: the share of its transcript word tokens whose word never occurs in train's transcripts,
+    and in train's transcripts or replies (the ASR text with ``--reply_asr``). An ASR model can spell such words only
+    from sound, so the shares bound how far a model that memorises train's words can go."""
+    if "train" not in data or len(data) < 2:
+        return []
+    seen = set(words(r.get("text") for r in data["train"]))
+    seen_reply = seen | set(words(r.get("response") for r in data["train"]))
+    lines = ["## Transcript vocabulary", "",
+             "Word tokens of each split's user transcripts whose word is not in train's transcripts (the ASR "
+             "training text), or not in them nor in train's replies (the reply audio's ASR text).", "",
+             "| split | word tokens | distinct words | unseen in train text % | unseen in train text and replies % |",
+             "|---|---:|---:|---:|---:|"]
+    for split, recs in data.items():
+        if split == "train":
+            continue
+        tokens = words(r.get("text") for r in recs)
+        n = max(len(tokens), 1)
+        lines.append(f"| {split} | {len(tokens)} | {len(set(tokens))} | "
+                     f"{100 * sum(w not in seen for w in tokens) / n:.1f} | "
+                     f"{100 * sum(w not in seen_reply for w in tokens) / n:.1f} |")
     return lines
 
 
@@ -229,7 +260,7 @@ def main(argv=None) -> int:
         print(f"error: no {{{args.sets}}}/data.list under {data_dir}", file=sys.stderr)
         return 2
     lines = ["# EChat-mini corpus report", "", f"Data: `{data_dir}`; splits: {', '.join(data)}.", "",
-             *counts_table(data), ""]
+             *counts_table(data), "", *vocabulary_table(data), ""]
     meta = data_dir / "meta.json"
     if meta.exists():
         m = json.loads(meta.read_text(encoding="utf-8"))
