@@ -20,6 +20,7 @@ from wenet_echat.eval.speech import (
     cosine,
     score_all,
     speaker_embedding,
+    summarize_rows,
 )
 
 ESPEAK = shutil.which("espeak-ng")
@@ -256,3 +257,11 @@ def test_metric_pool_scores_in_workers_like_in_process(tmp_path):
             pool.score(items, names=["dnsmos"])
     with pytest.raises(ValueError, match="nj must be >= 1"):
         MetricPool(metrics, nj=0)
+
+
+def test_summarize_rows_known_values():
+    rows = [{"asr_hyp": "hello world", "dnsmos_ovrl": 3.0, "spk_sim": 0.8},
+            {"asr_hyp": "good morning", "dnsmos_ovrl": 2.0, "spk_sim": float("nan")}]
+    out = summarize_rows(rows, ["hello world", "good evening"])  # 1 of 4 words; evening/morning: 3 of 21 chars
+    assert out == {"n": 2, "wer": 25.0, "cer": pytest.approx(100 * 3 / 21), "dnsmos_ovrl": 2.5, "spk_sim": 0.8}
+    assert summarize_rows([{"dnsmos_sig": 1.0}], ["x"]) == {"n": 1, "dnsmos_sig": 1.0}  # no ASR: no WER

@@ -129,7 +129,7 @@ def score_chat_tasks(args: argparse.Namespace, refs: dict[str, dict[str, Any]], 
 def score_tasks(refs: dict[str, dict[str, Any]], hyps: list[dict[str, Any]], scores: dict[str, Any],
                 conf: ChatScoring, judge: JudgeClient | None, metrics: MetricPool | None,
                 judge_max_items: int | None) -> None:
-    if metrics:
+    if metrics is not None:
         from wenet_echat.eval.reply_speech import score_reply_audio
     for task in CHAT_TASKS:
         pairs = chat_rows(refs, hyps, task)
@@ -142,9 +142,9 @@ def score_tasks(refs: dict[str, dict[str, Any]], hyps: list[dict[str, Any]], sco
                                                     "model": judge.conf.model}
             log.info("%s: judged %d items (%d failed)", task, len(rows) - failures, failures)
         scores.setdefault("chat", {})[task] = score_chat(refs, rows, task, conf)
-        if metrics:
+        if metrics is not None:
             scores.setdefault("speech", {})[task] = score_reply_audio(list(zip([r for r, _ in pairs], rows)), metrics)
-    if metrics and chat_rows(refs, hyps, "tts"):
+    if metrics is not None and chat_rows(refs, hyps, "tts"):
         scores.setdefault("speech", {})["tts"] = score_reply_audio(chat_rows(refs, hyps, "tts"), metrics)
 
 

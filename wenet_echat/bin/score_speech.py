@@ -21,10 +21,7 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
-
-from wenet_echat.eval.speech import MetricPool, build_speech_metric
-from wenet_echat.eval.understanding import error_rates
+from wenet_echat.eval.speech import MetricPool, build_speech_metric, summarize_rows
 from wenet_echat.utils.fileio import read_jsonl, read_kv, write_report
 from wenet_echat.utils.logging import setup_logging
 
@@ -46,12 +43,7 @@ def score_system(items: list[dict[str, Any]], pool: MetricPool) -> dict[str, Any
     """Corpus WER/CER and mean DNSMOS (and speaker similarity, when the pool has it) of one system's items."""
     t0 = time.perf_counter()
     rows = pool.score(items)
-    rates = error_rates([it["ref_text"] for it in items], [r["asr_hyp"] for r in rows])
-    out: dict[str, Any] = {"n": len(items), "wer": rates["wer"], "cer": rates["cer"]}
-    for k in ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"):
-        out[k] = float(np.mean([r[k] for r in rows]))
-    if "spk" in pool.metrics:
-        out["spk_sim"] = float(np.nanmean([r["spk_sim"] for r in rows]))
+    out = summarize_rows(rows, [it["ref_text"] for it in items])
     out["seconds"] = round(time.perf_counter() - t0, 1)
     out["items"] = rows
     return out

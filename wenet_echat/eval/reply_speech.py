@@ -19,12 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from wenet_echat.eval.echat import category_of, ordered_categories
 from wenet_echat.eval.prosody_stats import compare_by_class
-from wenet_echat.eval.speech import MetricPool, SpeechMetric
-from wenet_echat.eval.understanding import error_rates
+from wenet_echat.eval.speech import MetricPool, SpeechMetric, summarize_rows
 
 
 def reply_audio_items(pairs: list[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> tuple[list[dict], int]:
@@ -39,18 +36,6 @@ def reply_audio_items(pairs: list[tuple[Mapping[str, Any], Mapping[str, Any]]]) 
                       "category": category_of(ref), "gold_emotion": ref.get("response_emotion"),
                       "gold_wav": ref.get("response_wav"), "gold_text": ref.get("response")})
     return items, left_out
-
-
-def _aggregate(rows: list[dict[str, Any]], items: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"n": len(rows)}
-    if rows and "asr_hyp" in rows[0]:
-        rates = error_rates([it["ref_text"] for it in items], [r["asr_hyp"] for r in rows])
-        out["wer"], out["cer"] = rates["wer"], rates["cer"]
-    for name in ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "spk_sim"):
-        vals = [r[name] for r in rows if name in r and np.isfinite(r[name])]
-        if vals:
-            out[name] = float(np.mean(vals))
-    return out
 
 
 def score_reply_audio(pairs: list[tuple[Mapping[str, Any], Mapping[str, Any]]],
@@ -68,9 +53,9 @@ def score_reply_audio(pairs: list[tuple[Mapping[str, Any], Mapping[str, Any]]],
     for i, it in enumerate(items):
         groups.setdefault(it["category"], []).append(i)
     out: dict[str, Any] = {
-        "categories": {c: _aggregate([rows[i] for i in groups[c]], [items[i] for i in groups[c]])
+        "categories": {c: summarize_rows([rows[i] for i in groups[c]], [items[i]["ref_text"] for i in groups[c]])
                        for c in ordered_categories(groups)},
-        "all": _aggregate(rows, items), "no_audio": left_out, "items": rows,
+        "all": summarize_rows(rows, [it["ref_text"] for it in items]), "no_audio": left_out, "items": rows,
     }
     if "prosody" in pool.metrics:
         with_gold = [it for it in items if it["gold_emotion"] and it["gold_wav"] and it["gold_text"]]

@@ -213,6 +213,24 @@ def score_all(metrics: Mapping[str, SpeechMetric] | Sequence[SpeechMetric],
     return rows
 
 
+SUMMARY_MEANS = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "spk_sim")
+
+
+def summarize_rows(rows: Sequence[Mapping[str, Any]], ref_texts: Sequence[str]) -> dict[str, Any]:
+    """``n``; with ASR rows (``asr_hyp``) the corpus ``wer`` / ``cer`` against ``ref_texts`` (percent,
+    :func:`~wenet_echat.eval.understanding.error_rates`); the mean of each :data:`SUMMARY_MEANS` field the rows
+    carry (finite values only: a silent reply's speaker similarity is NaN)."""
+    out: dict[str, Any] = {"n": len(rows)}
+    if rows and "asr_hyp" in rows[0]:
+        rates = error_rates(list(ref_texts), [r["asr_hyp"] for r in rows])
+        out["wer"], out["cer"] = rates["wer"], rates["cer"]
+    for name in SUMMARY_MEANS:
+        vals = [r[name] for r in rows if name in r and np.isfinite(r[name])]
+        if vals:
+            out[name] = float(np.mean(vals))
+    return out
+
+
 _WORKER_METRICS: dict[str, SpeechMetric] = {}
 
 
