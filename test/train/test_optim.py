@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from wenet_echat.train.optim import OPTIMIZERS, apply_freeze, build_optimizer, param_groups, trainable_summary
+from wenet_echat.train.optim import (
+    OPTIMIZERS,
+    apply_freeze,
+    build_optimizer,
+    frozen_children,
+    param_groups,
+    trainable_summary,
+)
 
 
 class Toy(nn.Module):
@@ -31,6 +38,15 @@ def test_freeze_matches_at_dot_boundary_and_counts_elements():
     frozen = sorted(n for n, p in model.named_parameters() if not p.requires_grad)
     assert frozen == ["encoder.0.bias", "encoder.0.weight", "encoder.1.bias", "encoder.1.weight", "llm.weight"]
     assert apply_freeze(Toy(), ["encoder.1"]) == {"encoder.1": 6}
+
+
+def test_frozen_children_are_the_wholly_frozen_top_modules():
+    model = Toy()
+    assert frozen_children(model) == []
+    apply_freeze(model, ["encoder.0", "llm"])
+    assert frozen_children(model) == ["llm"]  # encoder.1 still trains
+    apply_freeze(model, ["encoder"])
+    assert frozen_children(model) == ["encoder", "llm"]
 
 
 def test_freeze_unknown_prefix_names_it_and_lists_modules_and_changes_nothing():

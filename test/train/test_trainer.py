@@ -29,13 +29,16 @@ def corpus(tmp_path_factory):
     return root, data_list, tok
 
 
-def write_config(path: Path, corpus, **train_conf) -> str:
+def write_config(path: Path, corpus, dataset_extra: dict | None = None, encoder_extra: dict | None = None,
+                 **train_conf) -> str:
     root, _, tok = corpus
+    model = tiny_model_conf()
+    model["encoder_conf"].update(encoder_extra or {})
     conf = {
         "tokenizer": {"type": "sentencepiece", "model": str(root / "spm.model")},
-        "model": tiny_model_conf(),
+        "model": model,
         "dataset_conf": {**tiny_dataset_conf(4), "spec_aug": True, "shuffle": True,
-                         "spec_aug_conf": {"num_freq_masks": 1, "max_freq_width": 5}},
+                         "spec_aug_conf": {"num_freq_masks": 1, "max_freq_width": 5}, **(dataset_extra or {})},
         "train_conf": {"tasks": {"asr": 1.0, "tag": 1.0, "s2s_think": 1.0}, "optim_conf": {"lr": 3e-3},
                        "scheduler": "warmuplr", "scheduler_conf": {"warmup_steps": 5}, "max_epoch": 2,
                        "log_interval": 2, "num_workers": 0, **train_conf},
@@ -44,9 +47,9 @@ def write_config(path: Path, corpus, **train_conf) -> str:
     return str(path)
 
 
-def run_train(tmp_path, corpus, model_dir, extra_args=(), **train_conf):
+def run_train(tmp_path, corpus, model_dir, extra_args=(), dataset_extra=None, encoder_extra=None, **train_conf):
     _, data_list, _ = corpus
-    cfg = write_config(tmp_path / f"{Path(model_dir).name}.yaml", corpus, **train_conf)
+    cfg = write_config(tmp_path / f"{Path(model_dir).name}.yaml", corpus, dataset_extra, encoder_extra, **train_conf)
     return train_cli.main(["--config", cfg, "--train_data", data_list, "--cv_data", data_list,
                            "--model_dir", str(model_dir), "--threads", "1", *extra_args])
 
@@ -96,6 +99,34 @@ def test_init_from_previous_stage_and_freeze(tmp_path, corpus):
     enc = [k for k in s1 if k.startswith("encoder.")]
     assert enc and all(torch.equal(s1[k], s2[k]) for k in enc)  # frozen: unchanged from the init
     assert any(not torch.equal(s1[k], s2[k]) for k in s1 if k.startswith("llama_model."))
+
+
+def test_encoder_cache_trains_exactly_as_without(tmp_path, corpus, capfd):
+    """The frozen encoder (dropout 0.3, kept in eval mode) computes the same outputs whether it runs every step or
+    once into the cache, so the two runs log the same losses and end with the same weights."""
+    common = {"dataset_extra": {"spec_aug": False}, "encoder_extra": {"dropout": 0.3}, "freeze": ["encoder"],
+              "max_steps": 6, "log_interval": 1}
+    plain, cached = tmp_path / "plain", tmp_path / "cached"
+    run_train(tmp_path, corpus, plain, **common)
+    capfd.readouterr()
+    run_train(tmp_path, corpus, cached, encoder_cache=True, **common)
+    assert "encoder cache: 16 utterances" in capfd.readouterr().err
+    rows = {d: [r for r in read_log(d) if r["kind"] in ("train", "cv")] for d in (plain, cached)}
+    assert len(rows[plain]) == len(rows[cached]) >= 6
+    for a, b in zip(rows[plain], rows[cached]):
+        assert a["kind"] == b["kind"]
+        loss = "loss" if a["kind"] == "train" else "cv_loss"
+        assert a[loss] == pytest.approx(b[loss], rel=1e-5, abs=1e-6)
+    sa, sb = read_state_dict(plain / "final"), read_state_dict(cached / "final")
+    assert all(torch.allclose(sa[k], sb[k], atol=1e-5) for k in sa)
+
+
+def test_encoder_cache_needs_a_frozen_unaugmented_encoder(tmp_path, corpus):
+    with pytest.raises(ValueError, match="freeze: \\[encoder\\]"):
+        run_train(tmp_path, corpus, tmp_path / "trained", dataset_extra={"spec_aug": False}, encoder_cache=True,
+                  max_steps=1)
+    with pytest.raises(ValueError, match="spec_aug: false"):
+        run_train(tmp_path, corpus, tmp_path / "augmented", encoder_cache=True, freeze=["encoder"], max_steps=1)
 
 
 def test_train_conf_errors():

@@ -102,6 +102,13 @@ class EChatDataset(IterableDataset):
         self.source = ListSource(data_list, data_type, shuffle=train and bool(list_shuffle),
                                  seed=int(self.conf["seed"]), rank=rank, world_size=world_size)
 
+    def single_pass(self) -> EChatDataset:
+        """The same list read once in full by one reader: no shuffling or augmentation, length-sorted (little
+        padding), whatever this dataset's rank; e.g. to precompute per-utterance outputs."""
+        conf = {**self.conf, "shuffle": False, "spec_aug": False, "sort": True,
+                "sort_conf": {"sort_size": max(int(self.conf["sort_conf"]["sort_size"]), 2000)}}
+        return EChatDataset(self.source.data_type, self.source.list_path, conf, train=False, rank=0, world_size=1)
+
     @property
     def epoch(self) -> int:
         return int(self._epoch.value)

@@ -41,6 +41,7 @@ from wenet_echat.encoder import (
     load_openai_whisper_encoder,
 )
 from wenet_echat.llm import LLMS, backbone, hidden_size, new_decode_cache, run_decoder
+from wenet_echat.model.encoder_cache import EncoderCache
 from wenet_echat.model.encoder_pretrain import ECHAT_KEYS, EncoderPretrainModel, build_encoder_pretrain
 from wenet_echat.model.inputs import make_inputs
 from wenet_echat.text.targets import IGNORE_ID, KIND_AUDIO, KIND_SPEECH, KIND_TEXT, joint_labels
@@ -159,6 +160,8 @@ class EChatModel(nn.Module):
         if self.lm_classes < self.text_vocab_size:
             raise ValueError(f"the LM head has {self.lm_classes} classes, fewer than the {self.text_vocab_size} "
                              "text ids of the tokenizer")
+        # outputs of the frozen encoder per utterance key (train_conf.encoder_cache; a plain attribute, not state)
+        self.encoder_cache: EncoderCache | None = None
 
     def make_inputs(self, batch: dict[str, Any], task: str, tokenizer: TextTokenizer,
                     rng: random.Random | None = None, think: bool = True, dropped: Counter[str] | None = None,
@@ -172,9 +175,19 @@ class EChatModel(nn.Module):
         """Adapter frames per item for log-mel lengths (100 Hz → 50 Hz stem → 12.5 Hz adapter)."""
         return causal_conv_lengths(conv_stem_lengths(feats_lengths))
 
-    def encode_audio(self, feats: torch.Tensor, feats_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, T, n_mels) log-mel → adapter output (N, T', H) in the LLM's dtype, lengths (N,)."""
-        h, lens = self.encoder(feats, feats_lengths)
+    def encode_audio(self, feats: torch.Tensor, feats_lengths: torch.Tensor,
+                     keys: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, T, n_mels) log-mel → adapter output (N, T', H) in the LLM's dtype, lengths (N,). With an
+        :attr:`encoder_cache` and the items' utterance ``keys``, the encoder output comes from the cache when every
+        item is there; otherwise the encoder runs and its output is stored."""
+        cache = self.encoder_cache if keys is not None else None
+        cached = cache.lookup(keys, feats_lengths) if cache is not None else None
+        if cached is not None:
+            h, lens = (t.to(feats.device) for t in cached)
+        else:
+            h, lens = self.encoder(feats, feats_lengths)
+            if cache is not None:
+                cache.add(keys, feats_lengths.cpu(), h.detach().cpu(), lens.cpu())
         out, out_lens = self.adapter(h, lens)
         return out.to(self._llm_dtype()), out_lens
 
@@ -223,16 +236,17 @@ class EChatModel(nn.Module):
                 attention_mask: torch.Tensor, position_ids: torch.Tensor, feats: torch.Tensor | None = None,
                 feats_lengths: torch.Tensor | None = None, audio_rows: list[list[int]] | None = None,
                 ctc_ids: torch.Tensor | None = None, ctc_lengths: torch.Tensor | None = None,
-                **_: Any) -> dict[str, torch.Tensor]:
+                audio_keys: list[str] | None = None, **_: Any) -> dict[str, torch.Tensor]:
         """Teacher-forced loss. Returns ``loss`` (mean CE over labelled tokens, plus ``ctc_weight`` x the CTC loss
         when ``ctc_ids`` are given), ``acc``, ``acc_text``, ``acc_speech``, the token counts
-        ``n_tokens``/``n_text``/``n_speech`` and, with CTC, ``ctc``."""
+        ``n_tokens``/``n_text``/``n_speech`` and, with CTC, ``ctc``. ``audio_keys`` (one per audio item) let the
+        encoder cache serve the encoder output."""
         frames = None
         ctc = None
         if feats is not None:
             if feats_lengths is None:
                 raise ValueError("feats given without feats_lengths")
-            audio, lens = self.encode_audio(feats, feats_lengths)
+            audio, lens = self.encode_audio(feats, feats_lengths, audio_keys)
             frames = self.row_frames(audio, lens, audio_rows, input_ids.size(0))
             if self.ctc_head is not None and ctc_ids is not None and ctc_lengths is not None:
                 ctc = self.ctc_loss(audio, lens, ctc_ids, ctc_lengths)

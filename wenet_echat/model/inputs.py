@@ -123,10 +123,13 @@ MODEL_KEYS = ("input_ids", "kinds", "labels", "attention_mask", "position_ids", 
 
 def to_device(inputs: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
     """The tensor entries the model takes, moved to ``device``, plus the batch's ``task`` name (a model whose
-    losses depend on the task reads it; the others ignore it)."""
+    losses depend on the task reads it; the others ignore it) and, with audio, ``audio_keys`` (the utterance keys
+    of the audio items)."""
     out: dict[str, Any] = {k: inputs[k].to(device) for k in MODEL_KEYS if k in inputs}
     if "task" in inputs:
         out["task"] = inputs["task"]
+    if "feats" in inputs and "keys" in inputs:  # one key per audio item: the model's encoder cache looks them up
+        out["audio_keys"] = list(inputs["keys"])
     return out
 
 

@@ -74,6 +74,17 @@ def apply_freeze(model: nn.Module, prefixes: Sequence[str]) -> dict[str, int]:
     return {prefix: sum(p.numel() for p in params) for prefix, params in selected.items()}
 
 
+def frozen_children(model: nn.Module) -> list[str]:
+    """Names of the top-level submodules that have parameters and none of them trainable (the trainer keeps these
+    in eval mode: a frozen encoder computes the same output for the same input, with no dropout)."""
+    names = []
+    for name, child in model.named_children():
+        params = list(child.parameters())
+        if params and not any(p.requires_grad for p in params):
+            names.append(name)
+    return names
+
+
 def trainable_summary(model: nn.Module) -> str:
     """A table of total and trainable parameter counts per top-level module, plus the model total."""
     rows: dict[str, list[int]] = {}

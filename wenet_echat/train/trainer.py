@@ -37,12 +37,14 @@ import torch.distributed as dist
 from wenet_echat.dataset import EChatDataset, iterate_batches, make_dataloader
 from wenet_echat.dataset.processor import SkipStats
 from wenet_echat.model import EChatModel, EncoderPretrainModel, to_device
+from wenet_echat.model.encoder_cache import EncoderCache
 from wenet_echat.model.inputs import batch_records, serves
 from wenet_echat.text.targets import TARGET_TASKS
 from wenet_echat.text.think import THINK_STYLES
 from wenet_echat.text.tokenizer import TextTokenizer
 from wenet_echat.train.checkpoint import keep_last, load_checkpoint, save_checkpoint
 from wenet_echat.train.engine import all_reduce, distributed
+from wenet_echat.train.optim import frozen_children
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,9 @@ class TrainConf:
     num_workers: int = 0
     prefetch: int = 2
     seed: int = 777
+    # keep the frozen encoder's output per utterance (model/encoder_cache.py): needs freeze: [encoder] and no
+    # SpecAugment; filled once before training from the train and cv lists
+    encoder_cache: bool = False
 
     @classmethod
     def from_dict(cls, conf: dict[str, Any] | None) -> TrainConf:
@@ -287,6 +292,8 @@ class Trainer:
         c = self.conf
         done = False
         last_cv: dict[str, Any] = {}
+        if c.encoder_cache:
+            self.fill_encoder_cache()
         while self.epoch < c.max_epoch and not done:
             done, last_cv = self._train_epoch()
             if not done:
@@ -297,9 +304,36 @@ class Trainer:
             self.writer.close()
         return {"step": self.step, "epoch": self.epoch, **last_cv}
 
+    def _train_mode(self) -> None:
+        """``model.train()``, except the fully frozen submodules, which stay in eval mode (no dropout)."""
+        self.model.train()
+        for name in frozen_children(self.model):
+            getattr(self.model, name).eval()
+
+    def fill_encoder_cache(self) -> None:
+        """Attach an :class:`EncoderCache` to the model and fill it from the train and cv lists (each read once,
+        length-sorted, without shuffling or augmentation)."""
+        model = self.model
+        if not isinstance(model, EChatModel):
+            raise ValueError("train_conf.encoder_cache applies to the EChat stages, not to encoder pre-training")
+        if "encoder" not in frozen_children(model):
+            raise ValueError("train_conf.encoder_cache needs a frozen encoder (train_conf.freeze: [encoder]): a "
+                             "trained encoder's output changes every step")
+        if self.train_set.conf["spec_aug"]:
+            raise ValueError("train_conf.encoder_cache needs dataset_conf.spec_aug: false: SpecAugment gives the "
+                             "encoder other features every epoch")
+        cache = model.encoder_cache = EncoderCache()
+        for dataset in (self.train_set, self.cv_set):
+            if dataset is None:
+                continue
+            stats = cache.fill(model.encoder, iterate_batches(dataset.single_pass()), self.engine.eval_context(),
+                               self.engine.device)
+            log.info("encoder cache: %d utterances of %s in %.1f s (%d cached, %.0f MB)", stats["utterances"],
+                     dataset.source.list_path, stats["seconds"], stats["cached"], stats["megabytes"])
+
     def _train_epoch(self) -> tuple[bool, dict[str, Any]]:
         c = self.conf
-        self.model.train()
+        self._train_mode()
         stats = SkipStats()
         window = MetricTracker()
         loader = iter(iterate_batches(self._loader(self.train_set, self.epoch), stats))
@@ -358,7 +392,7 @@ class Trainer:
                 window = MetricTracker()
             if c.cv_interval and self.step % c.cv_interval == 0:
                 last_cv = self.cross_validate()
-                self.model.train()
+                self._train_mode()
             if c.save_interval and self.step % c.save_interval == 0:
                 self.save(f"step_{self.step}", self.epoch, batch_idx, last_cv)
             if c.max_steps and self.step >= c.max_steps:
