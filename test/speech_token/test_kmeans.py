@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from wenet_echat.audio.features import whisper_log_mel
 from wenet_echat.bin import train_speech_tokenizer
 from wenet_echat.encoder import WhisperEncoder, WhisperEncoderConfig
 from wenet_echat.speech_token import (
@@ -23,7 +24,13 @@ from wenet_echat.speech_token import (
     stacked_features,
     train_kmeans,
 )
-from wenet_echat.speech_token.kmeans import _update_centroids, assign, fit_pca, whisper_encoder_frames
+from wenet_echat.speech_token.kmeans import (
+    _update_centroids,
+    assign,
+    fit_pca,
+    load_whisper_encoder_frames,
+    whisper_encoder_frames,
+)
 
 SR = 16000
 
@@ -176,6 +183,47 @@ def test_feature_normalisation_and_config_checks():
         FeatureConfig(feature_source="mfcc")
     with pytest.raises(ValueError, match="norm"):
         FeatureConfig(norm="cmvn")
+
+
+def test_encoder_layer_and_a_trained_model_dir_as_source(tmp_path):
+    """Units from a middle block of an encoder trained by this toolkit: read from its model dir's train.yaml and
+    latest checkpoint, they equal the frames of the same weights run by hand."""
+    from wenet_echat.train.checkpoint import save_checkpoint
+    from wenet_echat.utils.config import save_config
+
+    torch.manual_seed(0)
+    enc_conf = {"n_mels": 80, "d_model": 16, "n_heads": 2, "n_layers": 2, "ffn_dim": 32, "dropout": 0.1}
+    encoder = WhisperEncoder(WhisperEncoderConfig(**enc_conf))
+    model = torch.nn.Module()
+    model.encoder, model.cue_head = encoder, torch.nn.Linear(16, 3)  # other weights of the checkpoint are ignored
+    model_dir = tmp_path / "exp_encoder"
+    save_checkpoint(model_dir, "final", model)
+    save_config({"model": {"arch": "encoder_pretrain", "encoder": "whisper", "encoder_conf": enc_conf}},
+                model_dir / "train.yaml")
+    wav = sound("high", 1.0)
+    mel = whisper_log_mel(wav).unsqueeze(0)
+    lengths = torch.tensor([mel.size(1)])
+    encoder.eval()
+    with torch.no_grad():
+        last = encoder(mel, lengths)[0]
+        first_block = encoder.forward_layers(*encoder.embed(mel, lengths), n_layers=1)[0]
+    for source in (model_dir, model_dir / "final"):
+        torch.testing.assert_close(load_whisper_encoder_frames(str(source))(wav), last)
+        torch.testing.assert_close(load_whisper_encoder_frames(str(source), layer=1)(wav), first_block)
+    assert not torch.allclose(first_block, last, atol=1e-3)
+    with pytest.raises(ValueError, match=r"encoder_layer 3 is not a block of this encoder \(1..2\)"):
+        load_whisper_encoder_frames(str(model_dir), layer=3)
+    with pytest.raises(ValueError, match="n_layers must lie in"):
+        encoder.forward_layers(*encoder.embed(mel, lengths), n_layers=0)
+    with pytest.raises(ValueError, match="encoder_layer must be a block number"):
+        FeatureConfig(feature_source="log_mel", encoder_layer=2)
+    cfg = FeatureConfig(feature_source="encoder", stack=2, encoder_ckpt=str(model_dir), encoder_layer=1)
+    raw = [stacked_features(sound(kind, 1.0), SR, cfg, load_whisper_encoder_frames(str(model_dir), 1))
+           for kind in KINDS]
+    tok, _ = fit_kmeans_tokenizer(raw, cfg, k=4, pca_dim=8, iters=5, seed=0)
+    tok.save(tmp_path / "layer1.npz")
+    again = KMeansTokenizer.load(tmp_path / "layer1.npz")  # the stored checkpoint and layer rebuild the encoder
+    assert again.config.encoder_layer == 1 and again.encode(wav, SR) == tok.encode(wav, SR)
 
 
 def test_encoder_feature_source(tmp_path):

@@ -5,7 +5,7 @@ Usage:
     python -m wenet_echat.bin.train_speech_tokenizer --data_list data/train/data.list --field response_wav \
         --k 512 --out data/speech_token/kmeans512.npz [--max_hours 2] [--seed 777] [--iters 30] [--nj 2] \
         [--max_frames 200000] [--pca_dim 64] [--whiten] [--norm none|mean|meanvar] [--stack 4] \
-        [--feature_source log_mel|encoder --encoder_ckpt WHISPER] [--force]
+        [--feature_source log_mel|encoder --encoder_ckpt WHISPER|MODEL_DIR [--encoder_layer N]] [--force]
 
 Collects the distinct wavs of ``--field`` (in order of first appearance; with ``--max_hours``, a seeded random
 subset of about that much audio), computes their stacked features with ``--nj`` processes, fits PCA and k-means
@@ -66,7 +66,11 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n_mels", type=int, default=80)
     p.add_argument("--stack", type=int, default=None, help="frames per token (default: 25 Hz for the source)")
     p.add_argument("--feature_source", default="log_mel", choices=sorted(FEATURE_SOURCES))
-    p.add_argument("--encoder_ckpt", default=None, help="Whisper checkpoint for --feature_source encoder")
+    p.add_argument("--encoder_ckpt", default=None,
+                   help="for --feature_source encoder: a Whisper checkpoint (HF dir, openai .pt) or a bin/train.py "
+                        "model dir with an encoder (e.g. exp/encoder)")
+    p.add_argument("--encoder_layer", type=int, default=None,
+                   help="for --feature_source encoder: cluster the output of this block (1-based; default the last)")
     p.add_argument("--nj", type=int, default=1)
     p.add_argument("--force", action="store_true", help="retrain even if the model is up to date")
     return p.parse_args(argv)
@@ -79,7 +83,7 @@ def summary_path(out: str | os.PathLike) -> Path:
 def training_options(args: argparse.Namespace) -> dict[str, Any]:
     """Everything that changes the model (recorded in the summary; a change triggers retraining)."""
     keys = ("data_list", "field", "k", "max_hours", "max_frames", "seed", "iters", "pca_dim", "whiten", "norm",
-            "n_mels", "stack", "feature_source", "encoder_ckpt")
+            "n_mels", "stack", "feature_source", "encoder_ckpt", "encoder_layer")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -88,7 +92,9 @@ def up_to_date(out: Path, data_list: str, options: dict[str, Any]) -> bool:
     if not (out.is_file() and meta.is_file()) or out.stat().st_mtime < os.path.getmtime(data_list):
         return False
     try:
-        return json.loads(meta.read_text(encoding="utf-8")).get("options") == options
+        stored = json.loads(meta.read_text(encoding="utf-8")).get("options")
+        # an option added after the model was trained counts as its default (None)
+        return isinstance(stored, dict) and {**dict.fromkeys(options), **stored} == options
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -117,12 +123,13 @@ def select_wavs(scan: ListScan, list_path: str, max_hours: float | None,
     return wavs, sum(seconds[w] for w in wavs), errors
 
 
-def init_worker(cfg: FeatureConfig, encoder_ckpt: str | None, threads: int | None = 1) -> None:
+def init_worker(cfg: FeatureConfig, threads: int | None = 1) -> None:
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    encoder: EncoderFn | None = load_whisper_encoder_frames(encoder_ckpt) if encoder_ckpt else None
+    encoder: EncoderFn | None = (load_whisper_encoder_frames(cfg.encoder_ckpt, cfg.encoder_layer)
+                                 if cfg.encoder_ckpt else None)
     _WORKER.update(cfg=cfg, encoder=encoder)
 
 
@@ -147,12 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(scan.errors + errors), file=sys.stderr)
         return 1
     stack = args.stack or default_stack(args.feature_source)
-    cfg = FeatureConfig(args.feature_source, args.n_mels, stack, args.norm, encoder_ckpt=args.encoder_ckpt)
+    cfg = FeatureConfig(args.feature_source, args.n_mels, stack, args.norm, encoder_ckpt=args.encoder_ckpt,
+                        encoder_layer=args.encoder_layer)
     logger.info("training k=%d on %d distinct wavs (%.2f h) of %s with nj=%d", args.k, len(wavs), seconds / 3600,
                 args.data_list, args.nj)
-    init_worker(cfg, args.encoder_ckpt, threads=None)
+    init_worker(cfg, threads=None)
     feats: dict[str, np.ndarray] = {}
-    for wav, x, err in parallel_map(wav_features, wavs, args.nj, init_worker, (cfg, args.encoder_ckpt)):
+    for wav, x, err in parallel_map(wav_features, wavs, args.nj, init_worker, (cfg,)):
         if err is not None:
             errors.append(f"{scan.where(args.data_list, wav)}: {args.field} '{wav}': {type(err).__name__}: {err}")
         else:

@@ -220,16 +220,25 @@ class TransformerEncoder(nn.Module):
     def output_size(self) -> int:
         return self.d_model
 
-    def forward_layers(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the blocks and ``after_norm`` on already embedded input; zero the padded frames."""
+    def forward_layers(self, x: torch.Tensor, lengths: torch.Tensor,
+                       n_layers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the blocks and ``after_norm`` on already embedded input; zero the padded frames. ``n_layers``
+        (1..number of blocks) stops after that block and returns its output (``after_norm`` follows the last
+        block only), e.g. for units from a middle layer."""
+        total = len(self.encoders)
+        if n_layers is None:
+            n_layers = total
+        if not 1 <= n_layers <= total:
+            raise ValueError(f"n_layers must lie in [1, {total}] (the encoder's blocks), got {n_layers}")
         valid = make_non_pad_mask(lengths, x.size(1))
         attn_mask = attention_mask_from_valid(valid)
-        for layer in self.encoders:
+        for layer in self.encoders[:n_layers]:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(layer, x, attn_mask, use_reentrant=False)
             else:
                 x = layer(x, attn_mask)
-        x = self.after_norm(x)
+        if n_layers == total:
+            x = self.after_norm(x)
         return x * valid.unsqueeze(-1).to(x.dtype), lengths
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

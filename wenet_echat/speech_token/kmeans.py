@@ -109,6 +109,7 @@ class FeatureConfig:
     norm: str = "none"
     input_dim: int | None = None  # stacked vector size, fixed at training time (checked when encoding)
     encoder_ckpt: str | None = None  # default encoder for feature_source "encoder"
+    encoder_layer: int | None = None  # feature_source "encoder": output of this block (1-based); None = the last
 
     def __post_init__(self) -> None:
         if self.feature_source not in FEATURE_SOURCES:
@@ -117,6 +118,9 @@ class FeatureConfig:
             raise ValueError(f"norm must be one of {NORMS}, got '{self.norm}'")
         if self.stack < 1 or self.n_mels < 1:
             raise ValueError(f"stack and n_mels must be positive, got stack={self.stack} n_mels={self.n_mels}")
+        if self.encoder_layer is not None and (self.feature_source != "encoder" or self.encoder_layer < 1):
+            raise ValueError(f"encoder_layer must be a block number >= 1 with feature_source 'encoder', got "
+                             f"{self.encoder_layer} with '{self.feature_source}'")
 
     @property
     def frame_rate(self) -> float:
@@ -147,29 +151,65 @@ def normalize_frames(x: np.ndarray, mode: str) -> np.ndarray:
     return x
 
 
-def whisper_encoder_frames(encoder: torch.nn.Module, n_mels: int = 80) -> EncoderFn:
+def whisper_encoder_frames(encoder: torch.nn.Module, n_mels: int = 80, layer: int | None = None) -> EncoderFn:
     """A ``feature_source: encoder`` callable from a :class:`wenet_echat.encoder.WhisperEncoder`: 16 kHz audio
-    -> log-mel -> encoder output (1, T, D) at 50 Hz (at most 30 s of audio, the encoder's position limit)."""
+    -> log-mel -> encoder output (1, T, D) at 50 Hz (at most 30 s of audio, the encoder's position limit); with
+    ``layer``, the output of that block (1-based) instead of the last one."""
     encoder.eval()
+    if layer is not None and not 1 <= layer <= len(encoder.encoders):
+        raise ValueError(f"encoder_layer {layer} is not a block of this encoder (1..{len(encoder.encoders)})")
 
     @torch.inference_mode()
     def frames(wav: np.ndarray) -> torch.Tensor:
         mel = whisper_log_mel(wav, n_mels=n_mels).unsqueeze(0)
-        out, _ = encoder(mel, torch.tensor([mel.size(1)]))
+        lengths = torch.tensor([mel.size(1)])
+        if layer is None:
+            out, _ = encoder(mel, lengths)
+        else:
+            x, lengths = encoder.embed(mel, lengths)
+            out, _ = encoder.forward_layers(x, lengths, n_layers=layer)
         return out
 
     return frames
 
 
-def load_whisper_encoder_frames(ckpt: str) -> EncoderFn:
-    """Encoder callable from a Whisper checkpoint: a Hugging Face directory or an openai-whisper ``.pt`` file."""
+def load_trained_encoder(path: str | os.PathLike) -> torch.nn.Module:
+    """The ``encoder.*`` weights of a directory written by ``bin/train.py`` (``train.yaml`` + checkpoints: its
+    latest checkpoint, e.g. the mini recipe's ``exp/encoder``) or of one of its checkpoint directories, in an
+    encoder built from that ``train.yaml``'s ``model.encoder`` / ``encoder_conf`` (dropout off)."""
+    from wenet_echat.encoder import ENCODERS
+    from wenet_echat.train.checkpoint import read_state_dict, resolve_checkpoint
+    from wenet_echat.utils.config import load_config
+
+    path = Path(path)
+    model_dir, ckpt = (path, resolve_checkpoint(path)) if (path / "train.yaml").is_file() else (path.parent, path)
+    conf = load_config(model_dir / "train.yaml").get("model") or {}
+    if "encoder" not in conf:
+        raise ValueError(f"{model_dir / 'train.yaml'}: no model.encoder to build the encoder from")
+    enc_conf = {**(conf.get("encoder_conf") or {}), "dropout": 0.0}
+    encoder = ENCODERS.build(conf["encoder"], enc_conf)
+    state = {k[len("encoder."):]: v for k, v in read_state_dict(ckpt).items() if k.startswith("encoder.")}
+    if not state:
+        raise ValueError(f"{ckpt}: the checkpoint holds no encoder.* weights")
+    encoder.load_state_dict(state, strict=True)
+    return encoder
+
+
+def load_whisper_encoder_frames(ckpt: str, layer: int | None = None) -> EncoderFn:
+    """Encoder callable from a Whisper checkpoint (a Hugging Face directory or an openai-whisper ``.pt`` file) or
+    from a model trained by this toolkit (a ``bin/train.py`` model or checkpoint directory, see
+    :func:`load_trained_encoder`); ``layer`` as in :func:`whisper_encoder_frames`."""
     from wenet_echat.encoder.loaders import load_hf_whisper_encoder, load_openai_whisper_encoder
 
     if not os.path.exists(ckpt):
         raise FileNotFoundError(f"encoder checkpoint {ckpt} not found")
-    loader = load_hf_whisper_encoder if os.path.isdir(ckpt) else load_openai_whisper_encoder
+    path = Path(ckpt)
+    if (path / "train.yaml").is_file() or (path / "model.pt").is_file():
+        encoder = load_trained_encoder(path)
+        return whisper_encoder_frames(encoder, int(encoder.config.n_mels), layer)
+    loader = load_hf_whisper_encoder if path.is_dir() else load_openai_whisper_encoder
     encoder, enc_conf = loader(ckpt, dropout=0.0)
-    return whisper_encoder_frames(encoder, enc_conf.n_mels)
+    return whisper_encoder_frames(encoder, enc_conf.n_mels, layer)
 
 
 def source_frames(wav: np.ndarray, cfg: FeatureConfig, encoder: EncoderFn | None = None) -> np.ndarray:
@@ -378,7 +418,7 @@ class KMeansTokenizer(SpeechTokenizer):
         self.pca = pca
         self.train_info = dict(train_info or {})
         if config.feature_source == "encoder" and encoder is None and config.encoder_ckpt:
-            encoder = load_whisper_encoder_frames(config.encoder_ckpt)
+            encoder = load_whisper_encoder_frames(config.encoder_ckpt, config.encoder_layer)
         self.encoder = encoder
         self.codebook_size = int(self.centroids.shape[0])
         self.frame_rate = config.frame_rate
