@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data_list", required=True)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--override", nargs="*", default=[])
+    p.add_argument("--override", nargs="*", action="extend", default=[])
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     conf = load_config(args.config)

@@ -231,7 +231,8 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--config", default="egs/echat/conf/mini/train_stage1.yaml")
-    p.add_argument("--override", nargs="*", default=[], help="config overrides, e.g. train_conf.dtype=fp32")
+    p.add_argument("--override", nargs="*", action="extend", default=[],
+                   help="config overrides, e.g. train_conf.dtype=fp32")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"], help="default: train_conf.dtype")
     p.add_argument("--batch_size", type=int, default=8)

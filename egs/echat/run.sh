@@ -186,6 +186,12 @@ data_list() {
   local name=${2:-data}
   if [ "$data_type" = shard ]; then echo "$data/$1/$name.shards.list"; else echo "$data/$1/$name.list"; fi
 }
+# the mini configs name the SentencePiece model of stage 4 as data/lang/spm.model; with another --data they read
+# $data/lang/spm.model (configs with the LLM's own tokenizer, conf/paper, have no such file and keep theirs)
+spm_override=()
+if [ "$data" != data ] && grep -qs "model: data/lang/spm.model" "$conf_dir/model.yaml"; then
+  spm_override=(--override "tokenizer.model=$data/lang/spm.model")
+fi
 # train_stage [--init_llm HF_DIR] CONF DIR INIT PREFIXES LIST...: train with $conf_dir/train_CONF.yaml into DIR,
 # initialised from INIT ("" = from scratch; PREFIXES: only those parameter prefixes, "" = all) and then the LLM from
 # HF_DIR; a finished DIR is skipped, a killed one resumes where it stopped
@@ -200,7 +206,7 @@ train_stage() {
   run_logged "$dir/log/train.log" "${launcher[@]}" -m wenet_echat.bin.train \
     --config "$conf_dir/train_$name.yaml" --train_data "$@" --cv_data "$cv_list" \
     --data_type "$data_type" --model_dir "$dir" --threads "$threads" ${init:+--init "$init"} \
-    ${prefixes:+--init_prefixes $prefixes} ${init_llm:+--init_llm "$init_llm"} $train_extra
+    ${prefixes:+--init_prefixes $prefixes} ${init_llm:+--init_llm "$init_llm"} "${spm_override[@]}" $train_extra
 }
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
@@ -225,7 +231,7 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
       log "  LLM text pre-training ($conf_dir/pretrain_llm.yaml, $llm_pretrain_minutes min) -> $exp/llm"
       run_logged "$exp/llm/log/pretrain.log" python -m wenet_echat.bin.pretrain_llm \
         --config "$conf_dir/pretrain_llm.yaml" --data_list "$data/train/data.list" --valid_list "$data/dev/data.list" \
-        --out_dir "$exp/llm" --max_minutes "$llm_pretrain_minutes" --threads "$threads"
+        --out_dir "$exp/llm" --max_minutes "$llm_pretrain_minutes" --threads "$threads" "${spm_override[@]}"
     fi
     llm_init=(--init_llm "$exp/llm")
   fi

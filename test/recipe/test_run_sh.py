@@ -72,3 +72,30 @@ def test_scripts_called_by_run_sh_exist_and_parse():
         assert path.is_file(), f"run.sh calls {rel}, which does not exist"
     for sh in [RECIPE / "run.sh", RECIPE / "path.sh", ROOT / "tools/install.sh", ROOT / "tools/parse_options.sh"]:
         assert subprocess.run(["bash", "-n", str(sh)]).returncode == 0, sh
+
+
+def test_training_stages_read_the_tokenizer_of_their_data_dir(tmp_path):
+    """With --data other than data/, stage 5's three trainings get that corpus's SentencePiece model (the mini
+    configs name data/lang/spm.model), next to any --train_extra override."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    calls = tmp_path / "calls.txt"
+    (fake / "python").write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    (fake / "python").chmod(0o755)
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "VIRTUAL_ENV": str(tmp_path), "HOME": str(tmp_path)}
+    data, exp = tmp_path / "mine", tmp_path / "exp"
+    r = subprocess.run([str(RECIPE / "run.sh"), "--data", str(data), "--exp", str(exp), "--stage", "5",
+                        "--stop_stage", "5", "--train_extra", "--override train_conf.max_epoch=1"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    lines = calls.read_text().splitlines()
+    trainings = [x for x in lines if "wenet_echat.bin.train " in x or "wenet_echat.bin.pretrain_llm" in x]
+    assert len(trainings) == 3  # encoder pre-training, LLM text pre-training, stage 1
+    for line in trainings:
+        assert f"--override tokenizer.model={data}/lang/spm.model" in line
+    assert all("train_conf.max_epoch=1" in x for x in trainings if "bin.train " in x)
+    calls.unlink()
+    r = subprocess.run([str(RECIPE / "run.sh"), "--exp", str(exp / "default"), "--stage", "5", "--stop_stage", "5"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "tokenizer.model" not in calls.read_text()  # data/ itself: the configs' own path

@@ -233,3 +233,9 @@ def test_deepspeed_zero2_matches_torch_engine(tmp_path, corpus, monkeypatch):
     a, b = cv_curve(tmp_path / "torch"), cv_curve(tmp_path / "ds")
     assert len(a) == len(b) == 3 and all(abs(x - y) < 1e-3 * x for x, y in zip(a, b)), (a, b)
     assert (tmp_path / "ds" / "final" / "deepspeed").is_dir()
+
+
+def test_repeated_override_options_add_up():
+    args = train_cli.get_parser().parse_args(["--config", "c.yaml", "--train_data", "t", "--model_dir", "m",
+                                              "--override", "a.b=1", "--override", "c=2", "d=3"])
+    assert args.override == ["a.b=1", "c=2", "d=3"]

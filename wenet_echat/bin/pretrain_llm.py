@@ -77,7 +77,8 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max_steps", type=int, default=None, help="stop at this global step")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    p.add_argument("--override", nargs="*", default=[], help="config overrides, e.g. pretrain_conf.lr=5e-4")
+    p.add_argument("--override", nargs="*", action="extend", default=[],
+                   help="config overrides, e.g. pretrain_conf.lr=5e-4")
     args = p.parse_args(argv)
     if args.max_minutes is None and args.max_steps is None:
         p.error("give --max_minutes and/or --max_steps")

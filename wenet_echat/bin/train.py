@@ -55,7 +55,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="a Hugging Face model directory (e.g. from bin/pretrain_llm.py) whose weights initialise the "
                         "LLM, after --init")
     p.add_argument("--no_resume", action="store_true", help="fail instead of resuming an existing model_dir")
-    p.add_argument("--override", nargs="*", default=[],
+    p.add_argument("--override", nargs="*", action="extend", default=[],
                    help="config overrides, e.g. train_conf.max_epoch=2 dataset_conf.batch_conf.batch_size=8")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")

@@ -114,7 +114,7 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mode", choices=("regression", "gan"), default=None, help="vocoder mode (overrides config)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=777)
-    p.add_argument("--override", nargs="*", default=[], help="'dotted.key value' config overrides")
+    p.add_argument("--override", nargs="*", action="extend", default=[], help="'dotted.key value' config overrides")
     args = p.parse_args(argv)
     if args.max_minutes is None and args.max_steps is None:
         p.error("give --max_minutes and/or --max_steps")
