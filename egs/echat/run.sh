@@ -29,6 +29,8 @@ nproc=1               # training processes on this node (>1: torchrun, one per G
 threads=2             # torch threads per training/decoding process on CPU
 train_extra=""        # extra bin/train.py arguments, e.g. "--override train_conf.max_epoch=1"
 speech_codes=512      # k-means speech-token codebook (mini; paper scale: S3Tokenizer, 4096)
+speech_token_source=log_mel  # what k-means clusters: log_mel (stacked frames) | encoder (hidden states of the
+speech_token_layer=""        # pre-trained $exp/encoder; --speech_token_layer N: of block N, "" = its output)
 encoder_conf=encoder  # encoder pre-training config of stage 5: $conf_dir/train_<this>.yaml (when it exists)
 llm_pretrain=true     # true: stage 5 first pre-trains the LLM on the corpus text ($conf_dir/pretrain_llm.yaml, when
 llm_pretrain_minutes=3  # it exists) for this many CPU minutes -> $exp/llm, a Hugging Face model dir stage 1 starts
@@ -63,7 +65,8 @@ Stages:
      train_$encoder_conf.yaml (conf/mini; --encoder_conf) first pre-train the encoder (char CTC + cue classifiers) -> $exp/encoder,
      and with --llm_pretrain true (conf_dir/pretrain_llm.yaml) the LLM on the corpus text -> $exp/llm
   6  decode + score stage 1 on dev/test (ASR WER/CER, per-cue tag accuracy) -> $exp/stage1/decode_<set>/results.md
-  7  speech tokens: k-means units on the train reply audio, response_tokens for every split -> data.tok.list
+  7  speech tokens: k-means units on the train reply audio (--speech_token_source: of log-mel frames or of the
+     pre-trained encoder's hidden states), response_tokens for every split -> data.tok.list
   8  train stage 2 (generation: TTS, S2S/S2T/text chat, understanding replay) from stage 1 -> $exp/stage2
      (--understanding false: from the pre-trained encoder and LLM, without stage 1 -> $exp/stage2_nounder)
   9  train stage 3 (empathy: S2S with dual thinking + replay) from stage 2 -> $exp/stage3 (stage3_nothink with
@@ -84,7 +87,8 @@ Options (default):
   --data_type ($data_type; raw|shard) --num_utts_per_shard ($num_utts_per_shard)
   --dump_feats ($dump_feats) --feats_type ($feats_type; whisper_log_mel|fbank)
   --spm_vocab ($spm_vocab) --conf_dir ($conf_dir) --nproc ($nproc) --threads ($threads)
-  --train_extra ("$train_extra") --speech_codes ($speech_codes) --encoder_conf ($encoder_conf)
+  --train_extra ("$train_extra") --speech_codes ($speech_codes) --speech_token_source ($speech_token_source)
+  --speech_token_layer ("$speech_token_layer") --encoder_conf ($encoder_conf)
   --reply_asr ($reply_asr) --think ($think) --think_style ("$think_style")
   --t2w_conf ($t2w_conf) --t2w_flow_minutes ($t2w_flow_minutes) --t2w_vocoder_minutes ($t2w_vocoder_minutes) --resynth_utts ($resynth_utts)
   --s2s_systems ("$s2s_systems") --s2s_every ($s2s_every) --s2s_batch_size ($s2s_batch_size)
@@ -109,6 +113,9 @@ up_to_date() {
 }
 case $data_type in raw|shard) ;; *) log "--data_type must be raw or shard, got '$data_type'"; exit 2 ;; esac
 case $think in true|false) ;; *) log "--think must be true or false, got '$think'"; exit 2 ;; esac
+case $speech_token_source in
+  log_mel|encoder) ;; *) log "--speech_token_source must be log_mel or encoder, got '$speech_token_source'"; exit 2 ;;
+esac
 case $think_style in ""|auto|tag|natural|cues) ;; *) log "--think_style must be auto, tag, natural or cues, got '$think_style'"; exit 2 ;; esac
 logdir=$exp/data_prep/log
 export OMP_NUM_THREADS=$threads
@@ -257,11 +264,17 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
 fi
 
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
-  log "stage 7: speech tokens (k-means, $speech_codes codes)"
-  tok_model=$data/speech_token/kmeans$speech_codes.npz
+  log "stage 7: speech tokens (k-means, $speech_codes codes, $speech_token_source features)"
+  tok_model=$data/speech_token/kmeans$speech_codes.npz source_opts=()
+  if [ "$speech_token_source" = encoder ]; then
+    tok_model=$data/speech_token/kmeans${speech_codes}_encoder${speech_token_layer}.npz
+    source_opts=(--feature_source encoder --encoder_ckpt "$exp/encoder"
+                 ${speech_token_layer:+--encoder_layer "$speech_token_layer"})
+  fi
   # both tools skip finished work themselves (up-to-date model; cached wavs)
   run_logged "$exp/speech_token/log/train_kmeans.log" python -m wenet_echat.bin.train_speech_tokenizer \
-    --data_list "$data/train/data.list" --field response_wav --k "$speech_codes" --out "$tok_model" --nj "$nj"
+    --data_list "$data/train/data.list" --field response_wav --k "$speech_codes" --out "$tok_model" --nj "$nj" \
+    "${source_opts[@]}"
   for x in $sets; do
     if up_to_date "$data/$x/data.tok.list" "$data/$x/data.list" "$tok_model"; then
       log "  $data/$x/data.tok.list up to date"; continue
