@@ -127,6 +127,21 @@ def test_encoder_cache_needs_a_frozen_unaugmented_encoder(tmp_path, corpus):
                   max_steps=1)
     with pytest.raises(ValueError, match="spec_aug: false"):
         run_train(tmp_path, corpus, tmp_path / "augmented", encoder_cache=True, freeze=["encoder"], max_steps=1)
+    with pytest.raises(ValueError, match="frozen_eval: true"):
+        run_train(tmp_path, corpus, tmp_path / "noisy", dataset_extra={"spec_aug": False}, encoder_cache=True,
+                  freeze=["encoder"], frozen_eval=False, max_steps=1)
+
+
+def test_frozen_eval_false_keeps_the_frozen_encoders_dropout(tmp_path, corpus):
+    """With frozen_eval: false the frozen encoder's dropout stays on, so the losses differ from the eval-mode run
+    (the weights it reads from stay untouched either way)."""
+    common = {"dataset_extra": {"spec_aug": False}, "encoder_extra": {"dropout": 0.3}, "freeze": ["encoder"],
+              "max_steps": 3, "log_interval": 1}
+    run_train(tmp_path, corpus, tmp_path / "eval", **common)
+    run_train(tmp_path, corpus, tmp_path / "dropout", frozen_eval=False, **common)
+    a = [r["loss"] for r in read_log(tmp_path / "eval") if r["kind"] == "train"]
+    b = [r["loss"] for r in read_log(tmp_path / "dropout") if r["kind"] == "train"]
+    assert len(a) == len(b) == 3 and a != pytest.approx(b, rel=1e-6)
 
 
 def test_train_conf_errors():

@@ -83,6 +83,9 @@ class TrainConf:
     # keep the frozen encoder's output per utterance (model/encoder_cache.py): needs freeze: [encoder] and no
     # SpecAugment; filled once before training from the train and cv lists
     encoder_cache: bool = False
+    # fully frozen submodules run in eval mode (no dropout); false: in train mode like the rest (their dropout
+    # then acts as noise on what the trained parts read; no encoder_cache with it)
+    frozen_eval: bool = True
 
     @classmethod
     def from_dict(cls, conf: dict[str, Any] | None) -> TrainConf:
@@ -305,10 +308,12 @@ class Trainer:
         return {"step": self.step, "epoch": self.epoch, **last_cv}
 
     def _train_mode(self) -> None:
-        """``model.train()``, except the fully frozen submodules, which stay in eval mode (no dropout)."""
+        """``model.train()``, except the fully frozen submodules, which stay in eval mode (no dropout) unless
+        ``frozen_eval`` is off."""
         self.model.train()
-        for name in frozen_children(self.model):
-            getattr(self.model, name).eval()
+        if self.conf.frozen_eval:
+            for name in frozen_children(self.model):
+                getattr(self.model, name).eval()
 
     def fill_encoder_cache(self) -> None:
         """Attach an :class:`EncoderCache` to the model and fill it from the train and cv lists (each read once,
@@ -319,6 +324,9 @@ class Trainer:
         if "encoder" not in frozen_children(model):
             raise ValueError("train_conf.encoder_cache needs a frozen encoder (train_conf.freeze: [encoder]): a "
                              "trained encoder's output changes every step")
+        if not self.conf.frozen_eval:
+            raise ValueError("train_conf.encoder_cache needs train_conf.frozen_eval: true: with dropout the frozen "
+                             "encoder's output changes every step")
         if self.train_set.conf["spec_aug"]:
             raise ValueError("train_conf.encoder_cache needs dataset_conf.spec_aug: false: SpecAugment gives the "
                              "encoder other features every epoch")
