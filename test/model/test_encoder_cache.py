@@ -77,3 +77,24 @@ def test_model_reads_the_cache_and_stores_misses(setup):
             assert not torch.allclose(model.encode_audio(feats, lens, keys)[0], plain, atol=1e-3)
         finally:
             model.encoder_cache = None
+
+
+def test_cache_dropout_applies_in_training_only(setup):
+    model, batches = setup
+    batch = batches[0]
+    feats, lens, keys = batch["feats"], batch["feats_lengths"], list(batch["keys"])
+    model.encoder_cache = EncoderCache()
+    model.encoder_cache.fill(model.encoder, batches[:1])
+    try:
+        model.eval()
+        with torch.no_grad():
+            clean = model.encode_audio(feats, lens, keys)[0]
+            model.encoder_cache_dropout = 0.5
+            torch.testing.assert_close(model.encode_audio(feats, lens, keys)[0], clean)  # eval: no noise
+            model.adapter.train()  # training step: dropout on the cached output (the adapter's own dropout is 0)
+            model.training = True
+            noisy = model.encode_audio(feats, lens, keys)[0]
+            assert not torch.allclose(noisy, clean, atol=1e-3)
+    finally:
+        model.encoder_cache, model.encoder_cache_dropout = None, 0.0
+        model.eval()

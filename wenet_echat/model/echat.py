@@ -162,6 +162,7 @@ class EChatModel(nn.Module):
                              "text ids of the tokenizer")
         # outputs of the frozen encoder per utterance key (train_conf.encoder_cache; a plain attribute, not state)
         self.encoder_cache: EncoderCache | None = None
+        self.encoder_cache_dropout = 0.0  # dropout on the cached output while training (train_conf key of that name)
 
     def make_inputs(self, batch: dict[str, Any], task: str, tokenizer: TextTokenizer,
                     rng: random.Random | None = None, think: bool = True, dropped: Counter[str] | None = None,
@@ -188,6 +189,8 @@ class EChatModel(nn.Module):
             h, lens = self.encoder(feats, feats_lengths)
             if cache is not None:
                 cache.add(keys, feats_lengths.cpu(), h.detach().cpu(), lens.cpu())
+        if cache is not None and self.training and self.encoder_cache_dropout > 0:
+            h = F.dropout(h, self.encoder_cache_dropout)
         out, out_lens = self.adapter(h, lens)
         return out.to(self._llm_dtype()), out_lens
 

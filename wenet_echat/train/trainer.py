@@ -83,6 +83,8 @@ class TrainConf:
     # keep the frozen encoder's output per utterance (model/encoder_cache.py): needs freeze: [encoder] and no
     # SpecAugment; filled once before training from the train and cv lists
     encoder_cache: bool = False
+    encoder_cache_dropout: float = 0.0  # dropout on the cached encoder output in training steps (noise like the
+    # frozen encoder's own dropout gave before it ran in eval mode)
     # fully frozen submodules run in eval mode (no dropout); false: in train mode like the rest (their dropout
     # then acts as noise on what the trained parts read; no encoder_cache with it)
     frozen_eval: bool = True
@@ -330,6 +332,10 @@ class Trainer:
         if self.train_set.conf["spec_aug"]:
             raise ValueError("train_conf.encoder_cache needs dataset_conf.spec_aug: false: SpecAugment gives the "
                              "encoder other features every epoch")
+        if not 0.0 <= self.conf.encoder_cache_dropout < 1.0:
+            raise ValueError(f"train_conf.encoder_cache_dropout must lie in [0, 1), got "
+                             f"{self.conf.encoder_cache_dropout}")
+        model.encoder_cache_dropout = float(self.conf.encoder_cache_dropout)
         cache = model.encoder_cache = EncoderCache()
         for dataset in (self.train_set, self.cv_set):
             if dataset is None:
