@@ -2,7 +2,7 @@
 
 When a stage freezes the encoder (``train_conf.freeze: [encoder]``) and feeds it the same features every epoch
 (no SpecAugment), its output for an utterance never changes, yet a plain training step recomputes it for every
-batch, every epoch and every cross-validated task. In the mini recipe that forward is ~40 % of a stage-1 step.
+batch, every epoch and every cross-validated task. Without it a mini stage-1 step takes 36 % less time.
 ``train_conf.encoder_cache: true`` makes :class:`wenet_echat.train.trainer.Trainer` fill an :class:`EncoderCache`
 before training (one pass over the train and cv lists, length-sorted so little of it is padding) and attach it to
 the model; :meth:`EChatModel.encode_audio` then takes a batch's encoder output from the cache when every item is
@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from wenet_echat.dataset.batch import pad_sequences
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +82,7 @@ class EncoderCache:
                 return None
             self._check(key, int(feats_lengths[i]))
         self.hits += 1
-        items = [self._out[k] for k in keys]
-        lengths = torch.tensor([x.size(0) for x in items], dtype=torch.long)
-        padded = items[0].new_zeros(len(items), int(lengths.max()) if items else 0, items[0].size(-1))
-        for i, x in enumerate(items):
-            padded[i, : x.size(0)] = x
-        return padded, lengths
+        return pad_sequences([self._out[k] for k in keys])
 
     @torch.no_grad()
     def fill(self, encoder: nn.Module, batches: Iterable[dict[str, Any]],

@@ -178,7 +178,7 @@ def load_trained_encoder(path: str | os.PathLike) -> torch.nn.Module:
     latest checkpoint, e.g. the mini recipe's ``exp/encoder``) or of one of its checkpoint directories, in an
     encoder built from that ``train.yaml``'s ``model.encoder`` / ``encoder_conf`` (dropout off)."""
     from wenet_echat.encoder import ENCODERS
-    from wenet_echat.train.checkpoint import read_state_dict, resolve_checkpoint
+    from wenet_echat.train.checkpoint import load_model_weights, resolve_checkpoint
     from wenet_echat.utils.config import load_config
 
     path = Path(path)
@@ -186,13 +186,10 @@ def load_trained_encoder(path: str | os.PathLike) -> torch.nn.Module:
     conf = load_config(model_dir / "train.yaml").get("model") or {}
     if "encoder" not in conf:
         raise ValueError(f"{model_dir / 'train.yaml'}: no model.encoder to build the encoder from")
-    enc_conf = {**(conf.get("encoder_conf") or {}), "dropout": 0.0}
-    encoder = ENCODERS.build(conf["encoder"], enc_conf)
-    state = {k[len("encoder."):]: v for k, v in read_state_dict(ckpt).items() if k.startswith("encoder.")}
-    if not state:
-        raise ValueError(f"{ckpt}: the checkpoint holds no encoder.* weights")
-    encoder.load_state_dict(state, strict=True)
-    return encoder
+    holder = torch.nn.Module()  # its keys are the checkpoint's encoder.* keys
+    holder.encoder = ENCODERS.build(conf["encoder"], {**(conf.get("encoder_conf") or {}), "dropout": 0.0})
+    load_model_weights(ckpt, holder, prefixes=["encoder"], strict=True)
+    return holder.encoder
 
 
 def load_whisper_encoder_frames(ckpt: str, layer: int | None = None) -> EncoderFn:
