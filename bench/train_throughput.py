@@ -61,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from wenet_echat.model import build_model, to_device  # noqa: E402
 from wenet_echat.text.targets import KIND_AUDIO, KIND_SPEECH, KIND_TEXT, Flat, collate  # noqa: E402
 from wenet_echat.text.tokenizer import build_tokenizer  # noqa: E402
-from wenet_echat.train.engine import build_engine  # noqa: E402
+from wenet_echat.train.engine import DTYPE_CHOICES, build_engine, resolve_dtype  # noqa: E402
 from wenet_echat.train.optim import apply_freeze, build_optimizer  # noqa: E402
 from wenet_echat.train.scheduler import build_scheduler  # noqa: E402
 from wenet_echat.train.trainer import TrainConf  # noqa: E402
@@ -234,7 +234,7 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--override", nargs="*", action="extend", default=[],
                    help="config overrides, e.g. train_conf.dtype=fp32")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"], help="default: train_conf.dtype")
+    p.add_argument("--dtype", default=None, choices=list(DTYPE_CHOICES), help="default: train_conf.dtype")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--audio_seconds", type=float, default=7.5)
     p.add_argument("--prompt_tokens", type=int, default=30, help="system prompt + chat template + instruction")
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     for ov in args.override:
         conf = apply_override(conf, ov, source=args.config)
     tconf = TrainConf.from_dict(conf["train_conf"])
-    dtype = args.dtype or tconf.dtype
+    dtype = resolve_dtype(args.dtype or tconf.dtype, device)
     model_conf, llm_source = random_init_model_conf(conf["model"])
     vocab, eos, pad, vocab_source = text_vocab(conf, model_conf["llm_conf"].get("config") or {}, args.vocab_size)
     torch.manual_seed(args.seed)

@@ -43,7 +43,7 @@ from wenet_echat.dataset.source import read_list
 from wenet_echat.model.echat import build_llm
 from wenet_echat.text.tokenizer import TextTokenizer, build_tokenizer
 from wenet_echat.train.budget import budget_lr, check_budget_lr_conf, planned_progress
-from wenet_echat.train.engine import AUTOCAST_DTYPES
+from wenet_echat.train.engine import AUTOCAST_DTYPES, DTYPE_CHOICES, resolve_dtype
 from wenet_echat.utils.config import apply_override, load_config
 from wenet_echat.utils.fileio import (
     JsonlError,
@@ -61,7 +61,7 @@ HISTORY_FILE = "pretrain.json"
 DEFAULTS: dict[str, Any] = {
     "fields": ["text", "response"],  # record fields whose strings the LM reads
     "block_size": 128, "batch_size": 16, "lr": 1e-3, "warmup_steps": 50, "lr_decay": "cosine", "min_lr_ratio": 0.1,
-    "weight_decay": 0.01, "betas": [0.9, 0.98], "grad_clip": 1.0, "dtype": "bf16", "log_interval": 25,
+    "weight_decay": 0.01, "betas": [0.9, 0.98], "grad_clip": 1.0, "dtype": "auto", "log_interval": 25,
     "save_interval_minutes": 2.0, "valid_blocks": 64, "seed": 777,
 }
 
@@ -93,8 +93,8 @@ def pretrain_conf(conf: dict[str, Any], source: str) -> dict[str, Any]:
                        f"(known: {', '.join(sorted(DEFAULTS))})")
     out = {**DEFAULTS, **given}
     check_budget_lr_conf(out, "pretrain_conf")
-    if out["dtype"] not in AUTOCAST_DTYPES:
-        raise ValueError(f"pretrain_conf.dtype must be one of {', '.join(AUTOCAST_DTYPES)}, got {out['dtype']!r}")
+    if out["dtype"] not in DTYPE_CHOICES:
+        raise ValueError(f"pretrain_conf.dtype must be one of {', '.join(DTYPE_CHOICES)}, got {out['dtype']!r}")
     if not out["fields"] or not all(isinstance(f, str) for f in out["fields"]):
         raise ValueError(f"pretrain_conf.fields must be a non-empty list of record field names, got {out['fields']}")
     for key in ("block_size", "batch_size"):
@@ -256,7 +256,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     logger.info("%s: %d distinct texts, %d tokens, %d blocks of %d per epoch, %d params, step %d",
                 "resuming" if step else "training", len(docs), sum(map(len, docs)), stream.blocks_per_epoch,
                 pconf["block_size"], sum(p.numel() for p in llm.parameters()), step)
-    autocast = AUTOCAST_DTYPES[pconf["dtype"]]
+    autocast = AUTOCAST_DTYPES[resolve_dtype(pconf["dtype"], device, "pretrain_conf.dtype")]
 
     def log_valid() -> None:
         if valid is not None:

@@ -4,7 +4,9 @@
     Plain PyTorch, wrapped in ``DistributedDataParallel`` when ``WORLD_SIZE > 1`` (``torchrun``; gloo on CPU,
     nccl on GPU). Gradient accumulation skips the all-reduce (``no_sync``) on all but the last micro-batch;
     the norm is clipped; a step whose gradient norm is not finite is skipped (counted), never applied.
-    ``dtype: bf16|fp16`` runs the forward under autocast (fp16 with a gradient scaler).
+    ``dtype: bf16|fp16`` runs the forward under autocast (fp16 with a gradient scaler); ``dtype: auto`` is bf16
+    where the device computes it natively (CUDA with bf16; a CPU with AVX512-BF16 or AMX) and fp32 elsewhere:
+    on a CPU without them (AVX2 only) bf16 autocast is emulated and many times slower than fp32.
 ``deepspeed``
     ``deepspeed.initialize`` with a JSON config (``conf/ds_zero{1,2,3}.json``); ZeRO, bf16, clipping and
     accumulation are DeepSpeed's. The JSON's batch/accumulation/clipping fields are overwritten from the
@@ -32,6 +34,33 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPE_CHOICES = ("auto", *AUTOCAST_DTYPES)
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bf16 natively: CUDA with bf16 support, or a CPU with AVX512-BF16 or AMX."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return any(getattr(torch.cpu, name, lambda: False)()
+                   for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return True
+
+
+def resolve_dtype(dtype: str, device: torch.device | str, key: str = "train_conf.dtype") -> str:
+    """``dtype`` (one of ``DTYPE_CHOICES``) as an ``AUTOCAST_DTYPES`` name for ``device``; ``auto`` -> bf16 where
+    :func:`native_bf16`, else fp32. An explicit bf16 without native support is kept, with a warning."""
+    if dtype not in DTYPE_CHOICES:
+        raise ValueError(f"{key} must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
+    native = dtype in ("auto", "bf16") and native_bf16(device)
+    if dtype == "auto":
+        dtype = "bf16" if native else "fp32"
+        log.info("%s auto: %s on %s", key, dtype, torch.device(device).type)
+    elif dtype == "bf16" and not native:
+        log.warning("%s bf16: this %s has no native bf16 (CPU: AVX512-BF16 or AMX), so autocast emulates it and "
+                    "runs many times slower than fp32; 'auto' picks fp32 here", key, torch.device(device).type)
+    return dtype
 
 
 def init_distributed(backend: str | None = None) -> tuple[int, int, int]:
@@ -63,9 +92,8 @@ class TorchEngine:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, accum_grad: int = 1,
                  grad_clip: float = 5.0, dtype: str = "fp32", device: torch.device | None = None):
-        if dtype not in AUTOCAST_DTYPES:
-            raise ValueError(f"train_conf.dtype must be one of {', '.join(AUTOCAST_DTYPES)}, got {dtype!r}")
         self.device = device or torch.device("cpu")
+        dtype = resolve_dtype(dtype, self.device)
         self.module = model.to(self.device)
         self.model: nn.Module = self.module
         if distributed():
@@ -222,9 +250,11 @@ def build_engine(name: str, model: nn.Module, optimizer: torch.optim.Optimizer, 
     if name == "deepspeed":
         if not conf.get("deepspeed_config"):
             raise ValueError("train_engine deepspeed needs train_conf.deepspeed_config (e.g. conf/ds_zero2.json)")
+        dtype = conf.get("dtype")
         return DeepSpeedEngine(model, optimizer, scheduler, conf["deepspeed_config"], conf.get("accum_grad", 1),
-                               conf.get("grad_clip", 5.0), conf.get("dtype"))
+                               conf.get("grad_clip", 5.0), None if dtype is None else resolve_dtype(dtype, device))
     raise ValueError(f"train_conf.train_engine must be torch_ddp or deepspeed, got {name!r}")
 
 
-__all__ = ["DeepSpeedEngine", "TorchEngine", "all_reduce", "build_engine", "distributed", "init_distributed"]
+__all__ = ["AUTOCAST_DTYPES", "DTYPE_CHOICES", "DeepSpeedEngine", "TorchEngine", "all_reduce", "build_engine",
+           "distributed", "init_distributed", "native_bf16", "resolve_dtype"]

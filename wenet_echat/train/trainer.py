@@ -61,7 +61,7 @@ class TrainConf:
     think_style: str = "auto"  # auto (record's think, else tag form) | tag | natural | cues (text/think.py)
     train_engine: str = "torch_ddp"
     deepspeed_config: str | None = None
-    dtype: str = "fp32"  # fp32 | bf16 | fp16 (autocast; DeepSpeed: its bf16/fp16 switch)
+    dtype: str = "fp32"  # fp32 | bf16 | fp16 (autocast; DeepSpeed: its bf16/fp16 switch) | auto (engine.resolve_dtype)
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes, e.g. [llama_model]
     optim: str = "adamw"
     optim_conf: dict[str, Any] = field(default_factory=lambda: {"lr": 1e-3})
