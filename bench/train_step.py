@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from wenet_echat.dataset import EChatDataset  # noqa: E402
 from wenet_echat.model import build_model  # noqa: E402
 from wenet_echat.text.tokenizer import build_tokenizer  # noqa: E402
-from wenet_echat.train.engine import build_engine, resolve_dtype  # noqa: E402
+from wenet_echat.train.engine import build_engine  # noqa: E402
 from wenet_echat.train.optim import apply_freeze, build_optimizer  # noqa: E402
 from wenet_echat.train.scheduler import build_scheduler  # noqa: E402
 from wenet_echat.train.trainer import TrainConf, Trainer  # noqa: E402
@@ -78,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     pad = sum(r["pad_share"] for r in measured) / len(measured)
     feat_pad = sum(r["feat_pad_share"] for r in measured) / len(measured)
     n_params = sum(p.numel() for p in model.parameters())
-    dtype = resolve_dtype(tconf.dtype, "cpu")
-    print(f"train_step config={args.config} dtype={dtype} threads={args.threads} steps={args.steps} "
+    print(f"train_step config={args.config} dtype={engine.dtype} threads={args.threads} steps={args.steps} "
           f"ms_per_step={ms:.0f} samples_per_s={sps:.1f} data_share={data_share:.3f} pad_share={pad:.3f} "
           f"feat_pad_share={feat_pad:.3f} "
           f"params={n_params} wall_s={wall:.1f}")

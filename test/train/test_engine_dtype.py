@@ -50,7 +50,15 @@ def test_torch_engine_autocasts_by_the_resolved_dtype(monkeypatch, native, autoc
     model = nn.Linear(4, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     engine = eng.build_engine("torch_ddp", model, opt, None, {"dtype": "auto"}, torch.device("cpu"))
-    assert engine.autocast is autocast
+    assert engine.autocast is autocast and engine.dtype == ("bf16" if native else "fp32")
     with engine.eval_context():
         out = model(torch.randn(3, 4))
     assert out.dtype == (autocast or torch.float32)
+
+
+def test_pretrain_conf_checks_its_dtype_at_parse_time():
+    from wenet_echat.bin.pretrain_llm import pretrain_conf
+
+    assert pretrain_conf({"pretrain_conf": {"dtype": "auto"}}, "x.yaml")["dtype"] == "auto"
+    with pytest.raises(ValueError, match=r"pretrain_conf\.dtype must be one of .*got 'half'"):
+        pretrain_conf({"pretrain_conf": {"dtype": "half"}}, "x.yaml")

@@ -43,7 +43,7 @@ from wenet_echat.dataset.source import read_list
 from wenet_echat.model.echat import build_llm
 from wenet_echat.text.tokenizer import TextTokenizer, build_tokenizer
 from wenet_echat.train.budget import budget_lr, check_budget_lr_conf, planned_progress
-from wenet_echat.train.engine import AUTOCAST_DTYPES, DTYPE_CHOICES, resolve_dtype
+from wenet_echat.train.engine import AUTOCAST_DTYPES, check_dtype, resolve_dtype
 from wenet_echat.utils.config import apply_override, load_config
 from wenet_echat.utils.fileio import (
     JsonlError,
@@ -93,8 +93,7 @@ def pretrain_conf(conf: dict[str, Any], source: str) -> dict[str, Any]:
                        f"(known: {', '.join(sorted(DEFAULTS))})")
     out = {**DEFAULTS, **given}
     check_budget_lr_conf(out, "pretrain_conf")
-    if out["dtype"] not in DTYPE_CHOICES:
-        raise ValueError(f"pretrain_conf.dtype must be one of {', '.join(DTYPE_CHOICES)}, got {out['dtype']!r}")
+    check_dtype(out["dtype"], "pretrain_conf.dtype")
     if not out["fields"] or not all(isinstance(f, str) for f in out["fields"]):
         raise ValueError(f"pretrain_conf.fields must be a non-empty list of record field names, got {out['fields']}")
     for key in ("block_size", "batch_size"):

@@ -48,11 +48,16 @@ def native_bf16(device: torch.device | str) -> bool:
     return True
 
 
+def check_dtype(dtype: str, key: str = "train_conf.dtype") -> None:
+    """Raise a ValueError naming ``key`` unless ``dtype`` is one of ``DTYPE_CHOICES``."""
+    if dtype not in DTYPE_CHOICES:
+        raise ValueError(f"{key} must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
+
+
 def resolve_dtype(dtype: str, device: torch.device | str, key: str = "train_conf.dtype") -> str:
     """``dtype`` (one of ``DTYPE_CHOICES``) as an ``AUTOCAST_DTYPES`` name for ``device``; ``auto`` -> bf16 where
     :func:`native_bf16`, else fp32. An explicit bf16 without native support is kept, with a warning."""
-    if dtype not in DTYPE_CHOICES:
-        raise ValueError(f"{key} must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
+    check_dtype(dtype, key)
     native = dtype in ("auto", "bf16") and native_bf16(device)
     if dtype == "auto":
         dtype = "bf16" if native else "fp32"
@@ -102,6 +107,7 @@ class TorchEngine:
                                                              find_unused_parameters=True)
         self.optimizer, self.scheduler = optimizer, scheduler
         self.accum_grad, self.grad_clip = max(1, int(accum_grad)), float(grad_clip)
+        self.dtype = dtype  # the resolved AUTOCAST_DTYPES name
         self.autocast = AUTOCAST_DTYPES[dtype]
         self.scaler = torch.amp.GradScaler(self.device.type) if dtype == "fp16" else None
         self.micro = 0
@@ -191,6 +197,7 @@ class DeepSpeedEngine:
         # DeepSpeed casts the weights to bf16/fp16 but not the inputs (fp32 log-mel): run forward under autocast
         self.autocast = (torch.bfloat16 if conf.get("bf16", {}).get("enabled") else
                          torch.float16 if conf.get("fp16", {}).get("enabled") else None)
+        self.dtype = next(name for name, t in AUTOCAST_DTYPES.items() if t is self.autocast)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=conf,
             model_parameters=[p for p in model.parameters() if p.requires_grad])
@@ -257,4 +264,4 @@ def build_engine(name: str, model: nn.Module, optimizer: torch.optim.Optimizer, 
 
 
 __all__ = ["AUTOCAST_DTYPES", "DTYPE_CHOICES", "DeepSpeedEngine", "TorchEngine", "all_reduce", "build_engine",
-           "distributed", "init_distributed", "native_bf16", "resolve_dtype"]
+           "check_dtype", "distributed", "init_distributed", "native_bf16", "resolve_dtype"]
