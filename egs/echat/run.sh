@@ -33,8 +33,10 @@ speech_token_source=log_mel  # what k-means clusters: log_mel (stacked frames) |
 speech_token_layer=""        # pre-trained $exp/encoder; --speech_token_layer N: of block N, "" = its output)
 encoder_conf=encoder  # encoder pre-training config of stage 5: $conf_dir/train_<this>.yaml (when it exists)
 llm_pretrain=true     # true: stage 5 first pre-trains the LLM on the corpus text ($conf_dir/pretrain_llm.yaml, when
-llm_pretrain_minutes=3  # it exists) for this many CPU minutes -> $exp/llm, a Hugging Face model dir stage 1 starts
-                        # from, as the paper starts from a pretrained Qwen (false: from random weights)
+llm_pretrain_steps=600  # it exists) for this many steps -> $exp/llm, a Hugging Face model dir stage 1 starts from, as
+                        # the paper starts from a pretrained Qwen (false: from random weights)
+llm_pretrain_minutes="" # a wall-clock cap as well ("" = none; --llm_pretrain_steps "" --llm_pretrain_minutes 3: a
+                        # budget in minutes alone, which ends elsewhere on a faster or busier machine)
 reply_asr=false       # true: stages 1 and 2 also train ASR on the reply audio (train_reply_asr, one voice, ~45 % of
                       # the audio); the mini stages reach their accuracy on the labelled list alone, in half the time
 think=true            # false: stage 3 without dual thinking (the paper's ablation) -> $exp/stage3_nothink
@@ -44,8 +46,10 @@ understanding=true    # false: the ablation without the understanding stage: sta
 think_style=""        # stage 3 CoT form: "" = the config's (auto: the corpus's natural-language CoT); tag | natural |
                       # cues (the tag form without the transcript) -> $exp/stage3_<style>
 t2w_conf=token2wav    # token-to-wave config $conf_dir/<this>.yaml, trained into $exp/<this> (stages 10-15)
-t2w_flow_minutes=8    # token-to-wave training budget (CPU minutes) of the flow model ...
-t2w_vocoder_minutes=16  # ... and of the vocoder (its lr decays over them; 4 min: copy-synthesis WER 31 vs 19 %)
+t2w_flow_steps=2400   # token-to-wave training budget (steps) of the flow model ...
+t2w_vocoder_steps=2700  # ... and of the vocoder (its lr decays over them); ~7-8 and ~16 min on 2 CPU cores
+t2w_flow_minutes=""   # wall-clock caps as well ("" = none; with the steps "" a budget in minutes alone)
+t2w_vocoder_minutes=""
 resynth_utts=20       # distinct test replies resynthesised and scored in stage 11
 s2s_systems="full:stage3:true no_think:stage3_nothink:false"  # NAME:DIR:THINK, stages 12-15 (think_off:stage3:false: the full model prompted without the CoT)
 s2s_every=3           # stage 12 decodes every Nth test record (1 = all; every category keeps its share, ~13 min
@@ -74,7 +78,8 @@ Stages:
  10  token-to-wave: flow matching (tokens -> mel) and vocoder (mel -> wave) on the reply audio -> $exp/$t2w_conf
  11  resynthesise test replies from gold tokens (Griffin-Lim and neural vocoder) and by copy synthesis (the
      original audio's mel through each vocoder), score them against the original audio (pocketsphinx WER,
-     DNSMOS, speaker similarity) -> $exp/$t2w_conf/resynth_test.md
+     DNSMOS, speaker similarity), next to the stage-2 model's TTS of the same reply texts (when $exp/stage2 is
+     trained) -> $exp/$t2w_conf/resynth_test.md
  12  S2S decoding (s2s_think, with/without the CoT) of test with streamed reply wavs, per --s2s_systems
      -> $exp/<dir>/decode_test_<name>/{hyp.jsonl,hyp.summary.json,reply_wavs/}
  13  score them per EChat-eval category -> $exp/<dir>/decode_test_<name>/{results.md,results.json,plots/}
@@ -90,7 +95,9 @@ Options (default):
   --train_extra ("$train_extra") --speech_codes ($speech_codes) --speech_token_source ($speech_token_source)
   --speech_token_layer ("$speech_token_layer") --encoder_conf ($encoder_conf)
   --reply_asr ($reply_asr) --think ($think) --think_style ("$think_style")
-  --t2w_conf ($t2w_conf) --t2w_flow_minutes ($t2w_flow_minutes) --t2w_vocoder_minutes ($t2w_vocoder_minutes) --resynth_utts ($resynth_utts)
+  --llm_pretrain_steps ("$llm_pretrain_steps") --llm_pretrain_minutes ("$llm_pretrain_minutes")
+  --t2w_conf ($t2w_conf) --t2w_flow_steps ("$t2w_flow_steps") --t2w_vocoder_steps ("$t2w_vocoder_steps")
+  --t2w_flow_minutes ("$t2w_flow_minutes") --t2w_vocoder_minutes ("$t2w_vocoder_minutes") --resynth_utts ($resynth_utts)
   --s2s_systems ("$s2s_systems") --s2s_every ($s2s_every) --s2s_batch_size ($s2s_batch_size)
   --judge_conf ($judge_conf)
 HELP
@@ -111,7 +118,17 @@ up_to_date() {
   [ -e "$target" ] || return 1
   local s; for s in "$@"; do [ "$target" -nt "$s" ] || return 1; done
 }
+# budget_opts NAME STEPS MINUTES: sets the array budget=(--max_steps STEPS --max_minutes MINUTES), empty ones left out
+budget_opts() {
+  budget=(${2:+--max_steps "$2"} ${3:+--max_minutes "$3"})
+  [ ${#budget[@]} -gt 0 ] || { log "$1: give a step or a minute budget ($1_steps and $1_minutes are both empty)"; exit 2; }
+  if [ -n "$2" ] && ! [[ $2 =~ ^[1-9][0-9]*$ ]]; then log "$1_steps must be a positive whole number, got '$2'"; exit 2; fi
+}
 case $data_type in raw|shard) ;; *) log "--data_type must be raw or shard, got '$data_type'"; exit 2 ;; esac
+# the training budgets are checked before any stage runs
+if [ "$llm_pretrain" = true ]; then budget_opts --llm_pretrain "$llm_pretrain_steps" "$llm_pretrain_minutes"; fi
+budget_opts --t2w_flow "$t2w_flow_steps" "$t2w_flow_minutes"
+budget_opts --t2w_vocoder "$t2w_vocoder_steps" "$t2w_vocoder_minutes"
 case $think in true|false) ;; *) log "--think must be true or false, got '$think'"; exit 2 ;; esac
 case $speech_token_source in
   log_mel|encoder) ;; *) log "--speech_token_source must be log_mel or encoder, got '$speech_token_source'"; exit 2 ;;
@@ -235,10 +252,11 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     # the from-scratch LLM learns the corpus's language first, as the paper's stages start from a pretrained Qwen
     if [ -f "$exp/llm/model.safetensors" ]; then log "  $exp/llm: LLM pre-trained"
     else
-      log "  LLM text pre-training ($conf_dir/pretrain_llm.yaml, $llm_pretrain_minutes min) -> $exp/llm"
+      budget_opts --llm_pretrain "$llm_pretrain_steps" "$llm_pretrain_minutes"
+      log "  LLM text pre-training ($conf_dir/pretrain_llm.yaml, ${budget[*]}) -> $exp/llm"
       run_logged "$exp/llm/log/pretrain.log" python -m wenet_echat.bin.pretrain_llm \
         --config "$conf_dir/pretrain_llm.yaml" --data_list "$data/train/data.list" --valid_list "$data/dev/data.list" \
-        --out_dir "$exp/llm" --max_minutes "$llm_pretrain_minutes" --threads "$threads" "${spm_override[@]}"
+        --out_dir "$exp/llm" "${budget[@]}" --threads "$threads" "${spm_override[@]}"
     fi
     llm_init=(--init_llm "$exp/llm")
   fi
@@ -321,23 +339,25 @@ fi
 
 t2w=$exp/$t2w_conf
 if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
-  log "stage 10: token-to-wave (flow $t2w_flow_minutes min, vocoder $t2w_vocoder_minutes min)"
+  log "stage 10: token-to-wave (flow: ${t2w_flow_steps:-no} step / ${t2w_flow_minutes:-no} minute budget," \
+    "vocoder: ${t2w_vocoder_steps:-no} / ${t2w_vocoder_minutes:-no})"
   for part in flow vocoder; do
     if [ -f "$t2w/.$part.done" ]; then log "  $t2w: $part trained"; continue; fi
-    minutes=$t2w_flow_minutes; [ "$part" = vocoder ] && minutes=$t2w_vocoder_minutes
-    # a killed run resumes from $t2w/$part.train.pt when rerun
+    if [ "$part" = flow ]; then budget_opts --t2w_flow "$t2w_flow_steps" "$t2w_flow_minutes"
+    else budget_opts --t2w_vocoder "$t2w_vocoder_steps" "$t2w_vocoder_minutes"; fi
+    # a killed run resumes from $t2w/$part.train.pt when rerun (a step budget ends at the same step)
     run_logged "$t2w/log/train_$part.log" python -m wenet_echat.bin.train_token2wav \
       --config "$conf_dir/$t2w_conf.yaml" --part "$part" --data_list "$data/train/data.tok.list" \
-      --valid_list "$data/dev/data.tok.list" --model_dir "$t2w" --max_minutes "$minutes" --threads "$threads"
+      --valid_list "$data/dev/data.tok.list" --model_dir "$t2w" "${budget[@]}" --threads "$threads"
     touch "$t2w/.$part.done"
   done
 fi
 
 if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
   log "stage 11: resynthesise $resynth_utts test replies from gold tokens and score them"
-  if ! up_to_date "$data/test_reply/data.list" "$data/test/data.tok.list"; then
+  if ! up_to_date "$data/test_reply/data.list" "$data/test/data.tok.list" local/make_reply_asr_list.py; then
     run_logged "$logdir/make_reply_list_test.log" \
-      python local/make_reply_asr_list.py "$data/test/data.tok.list" "$data/test_reply/data.list"
+      python local/make_reply_asr_list.py "$data/test/data.tok.list" "$data/test_reply/data.list" --tasks asr tts
   fi
   systems=()
   for voc in griffinlim neural; do
@@ -357,14 +377,27 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
     fi
     systems+=(--system "copy_$voc=$copy/wav.scp")
   done
-  if up_to_date "$t2w/resynth_test.md" "$t2w/resynth_test_neural/wav.scp" "$t2w/resynth_test_griffinlim/wav.scp" \
-      "$t2w/copy_test_neural/wav.scp" "$t2w/copy_test_griffinlim/wav.scp"; then
+  scps=("$t2w"/{resynth,copy}_test_{neural,griffinlim}/wav.scp)
+  # the stage-2 model's own TTS of the same reply texts through the same token-to-wave: the LLM's speech tokens
+  # against the gold ones (the yardstick of the spoken replies of stages 12-13)
+  if [ -f "$stage2_dir/final/model.pt" ]; then
+    tts=$stage2_dir/decode_test_reply_tts
+    if ! up_to_date "$tts/reply_wavs/tts/wav.scp" "$stage2_dir/final/model.pt" "$t2w/.vocoder.done" \
+        "$data/test_reply/data.list"; then
+      run_logged "$tts/log/decode.log" python -m wenet_echat.bin.decode --model_dir "$stage2_dir" --checkpoint final \
+        --data_list "$data/test_reply/data.list" --tasks tts --limit "$resynth_utts" --out "$tts/hyp.jsonl" \
+        --token2wav_dir "$t2w" --batch_size 4 --threads "$threads"
+    fi
+    systems+=(--system "tts_$(basename "$stage2_dir")=$tts/reply_wavs/tts/wav.scp")
+    scps+=("$tts/reply_wavs/tts/wav.scp")
+  fi
+  if up_to_date "$t2w/resynth_test.md" "${scps[@]}"; then
     log "  $t2w/resynth_test.md up to date"
   else
     run_logged "$t2w/log/score_resynth.log" python -m wenet_echat.bin.score_speech \
       --ref_list "$data/test_reply/data.list" --max_utts "$resynth_utts" "${systems[@]}" \
       --spk_ref_list "$data/train_reply_asr/data.list" --out "$t2w/resynth_test.md" --nj "$nj" \
-      --title "Resynthesis of $resynth_utts EChat-mini test replies from gold speech tokens"
+      --title "Resynthesis of $resynth_utts EChat-mini test replies from gold speech tokens (and their TTS)"
   fi
 fi
 

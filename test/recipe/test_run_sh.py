@@ -77,12 +77,7 @@ def test_scripts_called_by_run_sh_exist_and_parse():
 def test_training_stages_read_the_tokenizer_of_their_data_dir(tmp_path):
     """With --data other than data/, stage 5's three trainings get that corpus's SentencePiece model (the mini
     configs name data/lang/spm.model), next to any --train_extra override."""
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    calls = tmp_path / "calls.txt"
-    (fake / "python").write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
-    (fake / "python").chmod(0o755)
-    env = {"PATH": f"{fake}:/usr/bin:/bin", "VIRTUAL_ENV": str(tmp_path), "HOME": str(tmp_path)}
+    env, calls = _fake_python(tmp_path)
     data, exp = tmp_path / "mine", tmp_path / "exp"
     r = subprocess.run([str(RECIPE / "run.sh"), "--data", str(data), "--exp", str(exp), "--stage", "5",
                         "--stop_stage", "5", "--train_extra", "--override train_conf.max_epoch=1"],
@@ -99,3 +94,82 @@ def test_training_stages_read_the_tokenizer_of_their_data_dir(tmp_path):
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert "tokenizer.model" not in calls.read_text()  # data/ itself: the configs' own path
+
+
+def _fake_python(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """A PATH whose ``python`` only records its arguments (one call a line) in the returned file."""
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    calls = tmp_path / "calls.txt"
+    (fake / "python").write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    (fake / "python").chmod(0o755)
+    return {"PATH": f"{fake}:/usr/bin:/bin", "VIRTUAL_ENV": str(tmp_path), "HOME": str(tmp_path)}, calls
+
+
+def test_training_budgets_are_steps_by_default_and_minutes_on_request(tmp_path):
+    """LLM text pre-training (stage 5) and token-to-wave (stage 10) get step budgets, so a run ends at the same
+    step on any machine; a minute budget is an explicit choice, and a run without either is refused up front."""
+    env, calls = _fake_python(tmp_path)
+
+    def run(exp: str, *opts: str) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
+        calls.unlink(missing_ok=True)
+        r = subprocess.run([str(RECIPE / "run.sh"), "--exp", str(tmp_path / exp), *opts],
+                           capture_output=True, text=True, env=env)
+        lines = calls.read_text().splitlines() if calls.exists() else []
+        found = {}
+        for name, needle in [("llm", "bin.pretrain_llm"), ("flow", "--part flow"), ("vocoder", "--part vocoder")]:
+            hits = [x for x in lines if needle in x]
+            if hits:
+                found[name] = " ".join(re.findall(r"--max_(?:steps|minutes) \S+", hits[0]))
+        return r, found
+
+    r, found = run("a", "--stage", "5", "--stop_stage", "5")
+    assert r.returncode == 0, r.stderr
+    assert found == {"llm": "--max_steps 600"}
+    r, found = run("a", "--stage", "10", "--stop_stage", "10")
+    assert r.returncode == 0, r.stderr
+    assert found == {"flow": "--max_steps 2400", "vocoder": "--max_steps 2700"}
+    r, found = run("b", "--stage", "10", "--stop_stage", "10", "--t2w_flow_steps", "", "--t2w_flow_minutes", "8",
+                   "--t2w_vocoder_minutes", "16")
+    assert r.returncode == 0, r.stderr
+    assert found == {"flow": "--max_minutes 8", "vocoder": "--max_steps 2700 --max_minutes 16"}
+    r, found = run("c", "--stage", "5", "--stop_stage", "5", "--llm_pretrain_steps", "", "--llm_pretrain_minutes", "3")
+    assert r.returncode == 0, r.stderr
+    assert found == {"llm": "--max_minutes 3"}
+
+    for opts, message in [
+        (["--t2w_vocoder_steps", ""], "--t2w_vocoder_steps and --t2w_vocoder_minutes are both empty"),
+        (["--llm_pretrain_steps", "1e3"], "--llm_pretrain_steps must be a positive whole number, got '1e3'"),
+        (["--t2w_flow_steps", "0"], "--t2w_flow_steps must be a positive whole number, got '0'"),
+    ]:
+        r, found = run("d", "--stage", "5", "--stop_stage", "10", *opts)
+        assert r.returncode == 2 and message in r.stderr, (opts, r.stderr)
+        assert found == {} and not (tmp_path / "d").exists()  # refused before any stage ran
+    # without LLM pre-training its budget is not needed
+    r, _ = run("e", "--stage", "99", "--stop_stage", "0", "--llm_pretrain", "false", "--llm_pretrain_steps", "")
+    assert r.returncode == 0, r.stderr
+
+
+def test_stage_11_scores_the_stage_2_tts_next_to_resynthesis(tmp_path):
+    """With a trained stage 2, stage 11 decodes its TTS of the first --resynth_utts test replies through the same
+    token-to-wave and scores it in the resynthesis table; without one, the table has the resynthesis rows only."""
+    env, calls = _fake_python(tmp_path)
+    exp = tmp_path / "exp"
+    cmd = [str(RECIPE / "run.sh"), "--exp", str(exp), "--stage", "11", "--stop_stage", "11", "--resynth_utts", "7"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    lines = calls.read_text().splitlines()
+    assert not [x for x in lines if "bin.decode" in x]
+    assert "tts_stage2=" not in next(x for x in lines if "bin.score_speech" in x)
+    assert "--tasks asr tts" in next(x for x in lines if "make_reply_asr_list.py" in x)
+    (exp / "stage2" / "final").mkdir(parents=True)
+    (exp / "stage2" / "final" / "model.pt").write_bytes(b"")
+    calls.unlink()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    lines = calls.read_text().splitlines()
+    decode = next(x for x in lines if "bin.decode" in x)
+    assert f"--model_dir {exp}/stage2 " in decode and "--tasks tts --limit 7" in decode
+    assert f"--token2wav_dir {exp}/token2wav" in decode
+    score = next(x for x in lines if "bin.score_speech" in x)
+    assert f"--system tts_stage2={exp}/stage2/decode_test_reply_tts/reply_wavs/tts/wav.scp" in score

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Extra ASR data from the reply audio: one record per distinct ``response_wav`` with its reply text.
 
-Usage: python local/make_reply_asr_list.py data/train/data.list data/train_reply_asr/data.list
+Usage: python local/make_reply_asr_list.py data/train/data.list data/train_reply_asr/data.list [--tasks asr tts]
 
 EChat-mini's user turns repeat a few hundred sentences in many states; its replies (spoken by the assistant
 voice) cover a much larger vocabulary. Transcribing them teaches stage 1 to spell words the user sentences of
@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("data_list")
     p.add_argument("out_list")
+    p.add_argument("--tasks", nargs="+", default=["asr"], choices=["asr", "tts"],
+                   help="tasks the records list (tts: the reply text is a TTS prompt, e.g. for scoring a model's "
+                        "TTS next to resynthesis from gold tokens)")
     args = p.parse_args(argv)
     seen: dict[str, dict] = {}
     with open(args.data_list, encoding="utf-8") as f:
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {args.data_list}: record {rec.get('key')!r}: cannot read response_wav {wav}: {e}",
                   file=sys.stderr)
             return 1
-        seen[wav] = {"key": key, "wav": wav, "duration": duration, "task": ["asr"], "text": text,
+        seen[wav] = {"key": key, "wav": wav, "duration": duration, "task": list(args.tasks), "text": text,
                      "labels": {"age": None, "gender": None, "emotion": None, "event": None},
                      # kept so the same list serves resynthesis scoring (tokens -> audio vs this audio)
                      "response": text, "response_wav": wav, "response_emotion": rec.get("response_emotion")}
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.data_list}: no record has both response_wav and response", file=sys.stderr)
         return 1
     write_jsonl(args.out_list, list(seen.values()))
-    print(f"{args.out_list}: {len(seen)} reply utterances for ASR", file=sys.stderr)
+    print(f"{args.out_list}: {len(seen)} reply utterances for {' + '.join(args.tasks)}", file=sys.stderr)
     return 0
 
 
