@@ -382,8 +382,8 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
   # against the gold ones (the yardstick of the spoken replies of stages 12-13)
   if [ -f "$stage2_dir/final/model.pt" ]; then
     tts=$stage2_dir/decode_test_reply_tts
-    if ! up_to_date "$tts/reply_wavs/tts/wav.scp" "$stage2_dir/final/model.pt" "$t2w/.vocoder.done" \
-        "$data/test_reply/data.list"; then
+    if ! up_to_date "$tts/reply_wavs/tts/wav.scp" "$stage2_dir/final/model.pt" "$t2w/.flow.done" \
+        "$t2w/.vocoder.done" "$data/test_reply/data.list"; then
       run_logged "$tts/log/decode.log" python -m wenet_echat.bin.decode --model_dir "$stage2_dir" --checkpoint final \
         --data_list "$data/test_reply/data.list" --tasks tts --limit "$resynth_utts" --out "$tts/hyp.jsonl" \
         --token2wav_dir "$t2w" --batch_size 4 --threads "$threads"
