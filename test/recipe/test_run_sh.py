@@ -113,7 +113,8 @@ def test_training_budgets_are_steps_by_default_and_minutes_on_request(tmp_path):
 
     def run(exp: str, *opts: str) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
         calls.unlink(missing_ok=True)
-        r = subprocess.run([str(RECIPE / "run.sh"), "--exp", str(tmp_path / exp), *opts],
+        r = subprocess.run([str(RECIPE / "run.sh"), "--data", str(tmp_path / "data"), "--exp", str(tmp_path / exp),
+                            *opts],
                            capture_output=True, text=True, env=env)
         lines = calls.read_text().splitlines() if calls.exists() else []
         found = {}
@@ -155,7 +156,8 @@ def test_stage_11_scores_the_stage_2_tts_next_to_resynthesis(tmp_path):
     token-to-wave and scores it in the resynthesis table; without one, the table has the resynthesis rows only."""
     env, calls = _fake_python(tmp_path)
     exp = tmp_path / "exp"
-    cmd = [str(RECIPE / "run.sh"), "--exp", str(exp), "--stage", "11", "--stop_stage", "11", "--resynth_utts", "7"]
+    cmd = [str(RECIPE / "run.sh"), "--data", str(tmp_path / "data"), "--exp", str(exp), "--stage", "11",
+           "--stop_stage", "11", "--resynth_utts", "7"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     lines = calls.read_text().splitlines()
