@@ -13,7 +13,7 @@ from wenet_echat.bin import score as score_cli
 from wenet_echat.bin import train as train_cli
 from wenet_echat.infer import decode as decode_mod
 from wenet_echat.infer import load_model_dir, split_output
-from wenet_echat.infer.decode import attach_speech_processors, hyp_row, prompt_batch
+from wenet_echat.infer.decode import attach_speech_processors, hyp_row, prompt_batch, speech_length_stats
 from wenet_echat.infer.repetition import RepetitionRule, SpeechRepetitionBlocker, find_violations
 from wenet_echat.infer.reply_audio import ReplyAudio, token_arrival_s
 from wenet_echat.model import GenerateConf
@@ -56,6 +56,10 @@ def test_decode_and_score(trained, capsys):
     summary = json.loads((root / "hyp.summary.json").read_text())
     assert summary["hypotheses"] == {"asr": 8, "tag": 8, "s2s_think": 8} and summary["think"] is True
     assert summary["speech_blocking"]  # the settings, or why they could not be applied
+    speech = [r for r in rows if r["task"] == "s2s_think"]
+    assert summary["speech"].keys() == {"s2s_think"}
+    assert summary["speech"]["s2s_think"]["rows"] == 8
+    assert summary["speech"]["s2s_think"]["at_max_length"] == sum(len(r["speech_tokens"]) >= 5 for r in speech)
     out = root / "results.md"
     assert score_cli.main(["--ref", data_list, "--hyp", str(hyp), "--out", str(out)]) == 0
     text = out.read_text()
@@ -321,3 +325,18 @@ def test_tokenizer_path_resolves_from_any_directory(tmp_path, monkeypatch):
     assert resolve_tokenizer_paths(conf, model_dir)["model"] == "data/lang/spm.model"
     missing = {"type": "sentencepiece", "model": "data/lang/other.model"}
     assert resolve_tokenizer_paths(missing, model_dir) == missing
+
+
+def test_speech_length_stats_counts_endings_and_openings():
+    rows = [{"task": "tts", "speech_tokens": [1, 2, 3, 4], "finished": False},
+            {"task": "tts", "speech_tokens": [1, 2, 3, 4], "finished": False},
+            {"task": "tts", "speech_tokens": [1, 2, 9], "finished": True},
+            {"task": "tts", "speech_tokens": [7], "finished": True},
+            {"task": "s2s_think", "speech_tokens": [5, 6], "finished": True},
+            {"task": "asr", "text": "no speech phase"}]
+    stats = speech_length_stats(rows, max_speech_tokens=4, opening=2)
+    assert stats == {"tts": {"rows": 4, "ended": 2, "at_max_length": 2, "mean_tokens": 3.0,
+                             "distinct_openings": 2, "opening_tokens": 2},
+                     "s2s_think": {"rows": 1, "ended": 1, "at_max_length": 0, "mean_tokens": 2.0,
+                                   "distinct_openings": 1, "opening_tokens": 2}}
+    assert speech_length_stats(rows[-1:], 4) == {}

@@ -20,8 +20,9 @@ says the codes are decoded without it. With ``--token2wav_dir`` the speech token
 through token-to-wave into ``<wav_dir>/<task>/<key>.wav`` (default ``wav_dir``: ``reply_wavs`` next to
 ``--out``), with ``<wav_dir>/<task>/wav.scp``, and the row gains ``reply_wav``, ``audio_s``, ``first_audio_s``,
 ``rtf``, ``rtf_e2e`` (:mod:`wenet_echat.infer.reply_audio`; decode with ``--batch_size 1`` for per-utterance
-latency). Rows and ``<out stem>.summary.json`` (settings, counts, times) are written atomically at the end;
-``--limit`` decodes the first N records only.
+latency). Rows and ``<out stem>.summary.json`` (settings, counts, times; per speech task how the codes ended,
+:func:`wenet_echat.infer.decode.speech_length_stats`) are written atomically at the end; ``--limit`` decodes the
+first N records only.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import torch
 from wenet_echat.dataset import EChatDataset, iterate_batches
 from wenet_echat.dataset.processor import SkipStats
 from wenet_echat.infer import decode_batch, load_model_dir
-from wenet_echat.infer.decode import attach_speech_processors
+from wenet_echat.infer.decode import attach_speech_processors, speech_length_stats
 from wenet_echat.infer.repetition import RepetitionRule, SpeechRepetitionBlocker
 from wenet_echat.infer.reply_audio import ReplyAudio
 from wenet_echat.llm import CACHE_KINDS
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                "generate": {"max_text_tokens": gen.max_text_tokens, "max_speech_tokens": gen.max_speech_tokens,
                             "min_speech_tokens": gen.min_speech_tokens,
                             "text": vars(gen.text), "speech": vars(gen.speech), "seed": gen.seed},
+               "speech": speech_length_stats(rows, gen.max_speech_tokens),
                "seconds": round(time.perf_counter() - t0, 2)}
     if audio is not None:
         by_task: dict[str, list[tuple[str, str]]] = {}
