@@ -118,17 +118,19 @@ up_to_date() {
   [ -e "$target" ] || return 1
   local s; for s in "$@"; do [ "$target" -nt "$s" ] || return 1; done
 }
-# budget_opts NAME STEPS MINUTES: sets the array budget=(--max_steps STEPS --max_minutes MINUTES), empty ones left out
+# budget_opts ARRAY OPTION STEPS MINUTES: sets ARRAY=(--max_steps STEPS --max_minutes MINUTES), empty ones left out
 budget_opts() {
-  budget=(${2:+--max_steps "$2"} ${3:+--max_minutes "$3"})
-  [ ${#budget[@]} -gt 0 ] || { log "$1: give a step or a minute budget ($1_steps and $1_minutes are both empty)"; exit 2; }
-  if [ -n "$2" ] && ! [[ $2 =~ ^[1-9][0-9]*$ ]]; then log "$1_steps must be a positive whole number, got '$2'"; exit 2; fi
+  local -n opts=$1
+  opts=(${3:+--max_steps "$3"} ${4:+--max_minutes "$4"})
+  [ ${#opts[@]} -gt 0 ] || { log "$2: give a step or a minute budget ($2_steps and $2_minutes are both empty)"; exit 2; }
+  if [ -n "$3" ] && ! [[ $3 =~ ^[1-9][0-9]*$ ]]; then log "$2_steps must be a positive whole number, got '$3'"; exit 2; fi
 }
 case $data_type in raw|shard) ;; *) log "--data_type must be raw or shard, got '$data_type'"; exit 2 ;; esac
-# the training budgets are checked before any stage runs
-if [ "$llm_pretrain" = true ]; then budget_opts --llm_pretrain "$llm_pretrain_steps" "$llm_pretrain_minutes"; fi
-budget_opts --t2w_flow "$t2w_flow_steps" "$t2w_flow_minutes"
-budget_opts --t2w_vocoder "$t2w_vocoder_steps" "$t2w_vocoder_minutes"
+# the training budgets, checked before any stage runs
+llm_budget=()
+if [ "$llm_pretrain" = true ]; then budget_opts llm_budget --llm_pretrain "$llm_pretrain_steps" "$llm_pretrain_minutes"; fi
+budget_opts flow_budget --t2w_flow "$t2w_flow_steps" "$t2w_flow_minutes"
+budget_opts vocoder_budget --t2w_vocoder "$t2w_vocoder_steps" "$t2w_vocoder_minutes"
 case $think in true|false) ;; *) log "--think must be true or false, got '$think'"; exit 2 ;; esac
 case $speech_token_source in
   log_mel|encoder) ;; *) log "--speech_token_source must be log_mel or encoder, got '$speech_token_source'"; exit 2 ;;
@@ -252,11 +254,10 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     # the from-scratch LLM learns the corpus's language first, as the paper's stages start from a pretrained Qwen
     if [ -f "$exp/llm/model.safetensors" ]; then log "  $exp/llm: LLM pre-trained"
     else
-      budget_opts --llm_pretrain "$llm_pretrain_steps" "$llm_pretrain_minutes"
-      log "  LLM text pre-training ($conf_dir/pretrain_llm.yaml, ${budget[*]}) -> $exp/llm"
+      log "  LLM text pre-training ($conf_dir/pretrain_llm.yaml, ${llm_budget[*]}) -> $exp/llm"
       run_logged "$exp/llm/log/pretrain.log" python -m wenet_echat.bin.pretrain_llm \
         --config "$conf_dir/pretrain_llm.yaml" --data_list "$data/train/data.list" --valid_list "$data/dev/data.list" \
-        --out_dir "$exp/llm" "${budget[@]}" --threads "$threads" "${spm_override[@]}"
+        --out_dir "$exp/llm" "${llm_budget[@]}" --threads "$threads" "${spm_override[@]}"
     fi
     llm_init=(--init_llm "$exp/llm")
   fi
@@ -339,12 +340,10 @@ fi
 
 t2w=$exp/$t2w_conf
 if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
-  log "stage 10: token-to-wave (flow: ${t2w_flow_steps:-no} step / ${t2w_flow_minutes:-no} minute budget," \
-    "vocoder: ${t2w_vocoder_steps:-no} / ${t2w_vocoder_minutes:-no})"
+  log "stage 10: token-to-wave (flow ${flow_budget[*]}, vocoder ${vocoder_budget[*]})"
   for part in flow vocoder; do
     if [ -f "$t2w/.$part.done" ]; then log "  $t2w: $part trained"; continue; fi
-    if [ "$part" = flow ]; then budget_opts --t2w_flow "$t2w_flow_steps" "$t2w_flow_minutes"
-    else budget_opts --t2w_vocoder "$t2w_vocoder_steps" "$t2w_vocoder_minutes"; fi
+    budget=("${flow_budget[@]}"); [ "$part" = vocoder ] && budget=("${vocoder_budget[@]}")
     # a killed run resumes from $t2w/$part.train.pt when rerun (a step budget ends at the same step)
     run_logged "$t2w/log/train_$part.log" python -m wenet_echat.bin.train_token2wav \
       --config "$conf_dir/$t2w_conf.yaml" --part "$part" --data_list "$data/train/data.tok.list" \

@@ -57,9 +57,10 @@ def test_decode_and_score(trained, capsys):
     assert summary["hypotheses"] == {"asr": 8, "tag": 8, "s2s_think": 8} and summary["think"] is True
     assert summary["speech_blocking"]  # the settings, or why they could not be applied
     speech = [r for r in rows if r["task"] == "s2s_think"]
-    assert summary["speech"].keys() == {"s2s_think"}
-    assert summary["speech"]["s2s_think"]["rows"] == 8
-    assert summary["speech"]["s2s_think"]["at_max_length"] == sum(len(r["speech_tokens"]) >= 5 for r in speech)
+    stats = summary["speech"]["tasks"]
+    assert stats.keys() == {"s2s_think"} and stats["s2s_think"]["rows"] == 8
+    assert stats["s2s_think"]["ended"] == sum(r["finished"] for r in speech)
+    assert all(len(r["speech_tokens"]) == 5 for r in speech if not r["finished"])  # the others hit the limit
     out = root / "results.md"
     assert score_cli.main(["--ref", data_list, "--hyp", str(hyp), "--out", str(out)]) == 0
     text = out.read_text()
@@ -334,9 +335,8 @@ def test_speech_length_stats_counts_endings_and_openings():
             {"task": "tts", "speech_tokens": [7], "finished": True},
             {"task": "s2s_think", "speech_tokens": [5, 6], "finished": True},
             {"task": "asr", "text": "no speech phase"}]
-    stats = speech_length_stats(rows, max_speech_tokens=4, opening=2)
-    assert stats == {"tts": {"rows": 4, "ended": 2, "at_max_length": 2, "mean_tokens": 3.0,
-                             "distinct_openings": 2, "opening_tokens": 2},
-                     "s2s_think": {"rows": 1, "ended": 1, "at_max_length": 0, "mean_tokens": 2.0,
-                                   "distinct_openings": 1, "opening_tokens": 2}}
-    assert speech_length_stats(rows[-1:], 4) == {}
+    stats = speech_length_stats(rows, opening=2)
+    assert stats == {"opening_tokens": 2,
+                     "tasks": {"tts": {"rows": 4, "ended": 2, "mean_tokens": 3.0, "distinct_openings": 2},
+                               "s2s_think": {"rows": 1, "ended": 1, "mean_tokens": 2.0, "distinct_openings": 1}}}
+    assert speech_length_stats(rows[-1:]) == {"opening_tokens": 30, "tasks": {}}

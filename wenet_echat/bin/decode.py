@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                "generate": {"max_text_tokens": gen.max_text_tokens, "max_speech_tokens": gen.max_speech_tokens,
                             "min_speech_tokens": gen.min_speech_tokens,
                             "text": vars(gen.text), "speech": vars(gen.speech), "seed": gen.seed},
-               "speech": speech_length_stats(rows, gen.max_speech_tokens),
+               "speech": speech_length_stats(rows),
                "seconds": round(time.perf_counter() - t0, 2)}
     if audio is not None:
         by_task: dict[str, list[tuple[str, str]]] = {}

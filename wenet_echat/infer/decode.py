@@ -173,25 +173,22 @@ def hyp_row(key: str, task: str, out: dict[str, Any], tok: TextTokenizer, speak:
     return row
 
 
-__all__ = ["CHAT_TASKS", "LoadedModel", "PROMPT_FIELDS", "attach_speech_processors", "decode_batch", "hyp_row",
-           "load_model_dir", "prompt_batch", "split_output"]
-
-
-def speech_length_stats(rows: list[dict[str, Any]], max_speech_tokens: int,
-                        opening: int = 30) -> dict[str, dict[str, Any]]:
-    """Per task with a speech phase: how the speech codes ended. ``ended``: rows closed by the model's own EOS;
-    ``at_max_length``: rows cut at ``max_speech_tokens``; ``mean_tokens``; ``distinct_openings``: distinct first
-    ``opening`` codes among the rows (far fewer than rows: the model speaks the same start whatever the text)."""
+def speech_length_stats(rows: list[dict[str, Any]], opening: int = 30) -> dict[str, Any]:
+    """How the speech codes of each task with a speech phase ended: ``rows``, ``ended`` (closed by the model's own
+    speech EOS; the others were cut at the length limit), ``mean_tokens``, and ``distinct_openings``: distinct
+    first ``opening`` codes among the rows (far fewer than rows: the model speaks the same start whatever the
+    text). Returns ``{"opening_tokens": opening, "tasks": {task: {...}}}``."""
     by_task: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         if r.get("speech_tokens") is not None and r["task"] in SPEECH_TASKS:
             by_task.setdefault(r["task"], []).append(r)
-    out = {}
+    tasks = {}
     for task, rs in by_task.items():
-        lens = [len(r["speech_tokens"]) for r in rs]
-        out[task] = {"rows": len(rs), "ended": sum(bool(r.get("finished")) for r in rs),
-                     "at_max_length": sum(n >= max_speech_tokens for n in lens),
-                     "mean_tokens": round(sum(lens) / len(lens), 1),
-                     "distinct_openings": len({tuple(r["speech_tokens"][:opening]) for r in rs}),
-                     "opening_tokens": opening}
-    return out
+        tasks[task] = {"rows": len(rs), "ended": sum(bool(r.get("finished")) for r in rs),
+                       "mean_tokens": round(sum(len(r["speech_tokens"]) for r in rs) / len(rs), 1),
+                       "distinct_openings": len({tuple(r["speech_tokens"][:opening]) for r in rs})}
+    return {"opening_tokens": opening, "tasks": tasks}
+
+
+__all__ = ["CHAT_TASKS", "LoadedModel", "PROMPT_FIELDS", "attach_speech_processors", "decode_batch", "hyp_row",
+           "load_model_dir", "prompt_batch", "speech_length_stats", "split_output"]
