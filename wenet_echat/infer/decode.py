@@ -107,6 +107,13 @@ def split_output(text: str) -> tuple[str, str]:
     return think.strip(), reply.strip()
 
 
+def spoken_ids(tok: TextTokenizer, text_ids: list[int], tts_text: str | None = None) -> list[int]:
+    """The ids of the text a speech phase says, as training encodes it (the record's ``response`` on its own):
+    a TTS row's input text, else the reply of the generated text phase (the chain of thought is not spoken).
+    A model with ``speech_text_interleave`` re-reads them while it speaks."""
+    return tok.encode(tts_text if tts_text is not None else split_output(tok.decode(text_ids))[1])
+
+
 # what a decoding prompt reads from a record, per task (everything else feeds the target only)
 PROMPT_FIELDS: dict[str, tuple[str, ...]] = {"tts": ("response",), "t2t": ("text",)}
 # stand-ins for target-only fields a record may lack at test time (the prompt never shows them)
@@ -150,8 +157,14 @@ def decode_batch(loaded: LoadedModel, batch: dict[str, Any], task: str, gen: Gen
     device = next(model.parameters()).device
     tensors = {k: inputs[k].to(device) for k in ("input_ids", "kinds", "attention_mask", "position_ids",
                                                    "feats", "feats_lengths") if k in inputs}
+    records = inputs["records"]
+
+    def spoken(row: int, text_ids: list[int]) -> list[int]:
+        return spoken_ids(tok, text_ids, records[row]["response"] if task == "tts" else None)
+
     with torch.inference_mode():
-        outs = model.generate(**tensors, speak=inputs["speak"], conf=gen, speech_only=inputs.get("speech_only"))
+        outs = model.generate(**tensors, speak=inputs["speak"], conf=gen, speech_only=inputs.get("speech_only"),
+                              spoken=spoken)
     return [hyp_row(key, task, out, tok, speak) for key, out, speak in zip(inputs["keys"], outs, inputs["speak"])]
 
 
@@ -191,4 +204,4 @@ def speech_length_stats(rows: list[dict[str, Any]], opening: int = 30) -> dict[s
 
 
 __all__ = ["CHAT_TASKS", "LoadedModel", "PROMPT_FIELDS", "attach_speech_processors", "decode_batch", "hyp_row",
-           "load_model_dir", "prompt_batch", "speech_length_stats", "split_output"]
+           "load_model_dir", "prompt_batch", "speech_length_stats", "split_output", "spoken_ids"]

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from wenet_echat.audio.features import compute_features
-from wenet_echat.infer.decode import CHAT_TASKS, LoadedModel, load_model_dir, split_output
+from wenet_echat.infer.decode import CHAT_TASKS, LoadedModel, load_model_dir, split_output, spoken_ids
 from wenet_echat.infer.repetition import OSUM_OVERRIDES, SpeechRepetitionBlocker
 from wenet_echat.infer.speech_out import speech_out
 from wenet_echat.infer.stream import ContextBuilder, DecodeState, IncrementalDecoder, decode_steps
@@ -377,7 +377,8 @@ class ChatSession:
         try:
             procs = [*eng.speech_processors, *conf.generate.speech_processors]
             steps = decode_steps(dec, speak, conf.generate, state, self._cancel.is_set, self._gen, procs,
-                                 text=task != "tts")
+                                 text=task != "tts", spoken=lambda ids: spoken_ids(
+                                     eng.tokenizer, ids, user_text if task == "tts" else None))
             for phase, tok in steps:
                 if phase == "text":
                     timings.setdefault("first_text_s", now())

@@ -119,15 +119,22 @@ class DecodeState:
 
 def decode_steps(dec: IncrementalDecoder, speak: bool, conf: GenerateConf, state: DecodeState,
                  cancelled: Callable[[], bool] = lambda: False, gen: torch.Generator | None = None,
-                 speech_processors: Sequence[SpeechProcessor] = (), text: bool = True) -> Iterator[tuple[str, int]]:
+                 speech_processors: Sequence[SpeechProcessor] = (), text: bool = True,
+                 spoken: Callable[[list[int]], list[int]] | None = None) -> Iterator[tuple[str, int]]:
     """Yield ``("text", id)`` then (``speak``) ``("speech", code)`` pairs as they are picked, from a decoder whose
     last fed position is the end of the prompt. ``state`` collects the ids; ``cancelled()`` is checked before
     every token (a True answer ends the generator with ``state.cancelled``). ``speech_processors`` map
     ``(codes so far, speech logits (codes + 1,))`` to new logits before each speech pick (e.g.
     :class:`~wenet_echat.infer.repetition.SpeechRepetitionBlocker`). ``text=False`` (TTS) skips the text phase:
-    the speech BOS follows the prompt directly, as in the TTS training sequences (no text EOS before it)."""
+    the speech BOS follows the prompt directly, as in the TTS training sequences (no text EOS before it).
+    ``spoken(text_ids)``: the ids of the text the speech phase says, fed in chunks between its codes when the model
+    interleaves them (``model.interleave``; e.g. :func:`wenet_echat.infer.decode.spoken_ids`)."""
     model = dec.model
     eos = model.eos_id
+    interleave = model.interleave
+    if interleave is not None and speak and spoken is None:
+        raise ValueError("this model interleaves the spoken text into its speech phase "
+                         "(model.speech_text_interleave): decode_steps needs spoken=")
     while text and len(state.text_ids) < conf.max_text_tokens:
         if cancelled():
             state.cancelled = True
@@ -147,10 +154,14 @@ def decode_steps(dec: IncrementalDecoder, speak: bool, conf: GenerateConf, state
     if text:
         dec.feed_ids([eos], [KIND_TEXT])
     dec.feed_ids([bos], [KIND_SPEECH])
+    said = list(spoken(state.text_ids)) if interleave is not None and spoken is not None else []
     while len(state.speech_ids) < conf.max_speech_tokens:
         if cancelled():
             state.cancelled = True
             return
+        chunk = interleave.chunk_before(said, len(state.speech_ids)) if interleave is not None else []
+        if chunk:
+            dec.feed_ids(chunk, [KIND_TEXT] * len(chunk))
         tok = next_speech_code(dec.speech_logits()[0], state.speech_ids, conf, model.speech_codes,
                                speech_processors, gen)
         if tok == bos:

@@ -17,7 +17,8 @@ prompt or audio positions).
 
 :meth:`EChatModel.generate` decodes with the LLM's KV cache: a *text phase* (LM head, restricted to the text
 vocabulary) until ``<|im_end|>``, then, for tasks that speak, a *speech phase* (speech BOS forced, speech head)
-until the speech EOS.
+until the speech EOS. With ``speech_text_interleave`` the speech phase re-reads the spoken text in chunks
+between chunks of codes (:mod:`wenet_echat.text.interleave`); ``generate`` feeds those chunks itself.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from wenet_echat.llm import LLMS, backbone, hidden_size, new_decode_cache, run_d
 from wenet_echat.model.encoder_cache import EncoderCache
 from wenet_echat.model.encoder_pretrain import ECHAT_KEYS, EncoderPretrainModel, build_encoder_pretrain
 from wenet_echat.model.inputs import make_inputs
+from wenet_echat.text.interleave import Interleave
 from wenet_echat.text.targets import IGNORE_ID, KIND_AUDIO, KIND_SPEECH, KIND_TEXT, joint_labels
 from wenet_echat.text.tokenizer import TextTokenizer
 
@@ -140,7 +142,8 @@ class EChatModel(nn.Module):
     """See the module docstring. ``text_vocab_size`` is the tokenizer's size (the LM head may be wider)."""
 
     def __init__(self, encoder: nn.Module, adapter: nn.Module, llm: nn.Module, speech_codes: int,
-                 text_vocab_size: int, eos_id: int, pad_id: int, ctc_weight: float = 0.0):
+                 text_vocab_size: int, eos_id: int, pad_id: int, ctc_weight: float = 0.0,
+                 interleave: Interleave | None = None):
         super().__init__()
         self.encoder = encoder
         self.adapter = adapter
@@ -152,6 +155,7 @@ class EChatModel(nn.Module):
         self.speech_head = nn.Linear(width, self.speech_codes + 1)
         self.text_vocab_size = int(text_vocab_size)
         self.eos_id, self.pad_id = int(eos_id), int(pad_id)
+        self.interleave = interleave  # the speech phase's text chunks (model.speech_text_interleave), None: off
         self.lm_classes = int(llm.get_output_embeddings().weight.shape[0])
         # optional auxiliary CTC on the adapter output (ASR batches only): lets a randomly initialised encoder
         # align quickly in the mini recipe; OSUM-EChat itself has none (its encoder is pretrained), weight 0 there
@@ -169,7 +173,7 @@ class EChatModel(nn.Module):
                     think_style: str = "auto", prompt_only: bool = False) -> dict[str, Any] | None:
         """:func:`~wenet_echat.model.inputs.make_inputs` with this model's frame counts and speech BOS."""
         return make_inputs(batch, task, tokenizer, self.audio_lengths, self.speech_bos, rng, think, prompt_only,
-                           dropped, think_style)
+                           dropped, think_style, self.interleave)
 
     # ------------------------------------------------------------------------------------------- audio
     def audio_lengths(self, feats_lengths: torch.Tensor) -> torch.Tensor:
@@ -294,11 +298,14 @@ class EChatModel(nn.Module):
     def generate(self, input_ids: torch.Tensor, kinds: torch.Tensor, attention_mask: torch.Tensor,
                  position_ids: torch.Tensor, speak: list[bool], feats: torch.Tensor | None = None,
                  feats_lengths: torch.Tensor | None = None, audio_rows: list[list[int]] | None = None,
-                 conf: GenerateConf | None = None, speech_only: list[bool] | None = None) -> list[dict[str, Any]]:
+                 conf: GenerateConf | None = None, speech_only: list[bool] | None = None,
+                 spoken: Callable[[int, list[int]], list[int]] | None = None) -> list[dict[str, Any]]:
         """Batched decoding of left-padded prompts (see :func:`wenet_echat.text.targets.collate`).
 
         ``speak[b]``: row ``b`` goes on to the speech phase after its text EOS; ``speech_only[b]``: row ``b`` has no
-        text phase (TTS: the speech BOS follows the prompt, as in training). Returns per row ``text_ids``
+        text phase (TTS: the speech BOS follows the prompt, as in training). ``spoken(b, text_ids)`` gives the ids
+        of the text row ``b`` says (needed when the model interleaves them into its speech phase; e.g.
+        :func:`wenet_echat.infer.decode.spoken_ids`). Returns per row ``text_ids``
         (without EOS), ``speech_ids`` (codes, without BOS/EOS), ``finished`` and the step/time of the first text
         and first speech token (seconds from the call).
         """
@@ -310,6 +317,9 @@ class EChatModel(nn.Module):
         batch = input_ids.size(0)
         if len(speak) != batch:
             raise ValueError(f"speak has {len(speak)} entries for {batch} rows")
+        if self.interleave is not None and spoken is None and any(speak):
+            raise ValueError("this model interleaves the spoken text into its speech phase "
+                             "(model.speech_text_interleave): generate needs spoken=")
         frames = None
         if feats is not None:
             audio, lens = self.encode_audio(feats, feats_lengths)
@@ -327,9 +337,13 @@ class EChatModel(nn.Module):
         phase = [1 if speech_only and speech_only[b] and speak[b] else 0 for b in range(batch)]
         res: list[dict[str, Any]] = [{"text_ids": [], "speech_ids": [], "speech_times": [], "finished": False,
                                       "first_text_s": None, "first_speech_s": None} for _ in range(batch)]
+        spoken_ids: list[list[int]] = [[] for _ in range(batch)]  # per row: the text its speech phase re-reads
+        feed: list[list[int]] = [[] for _ in range(batch)]  # per row: text ids still to feed before the next code
         lm_head = self.llama_model.get_output_embeddings()
         limit = conf.max_text_tokens + (conf.max_speech_tokens + 2 if any(speak) else 0)
-        for _ in range(limit):
+        step = 0
+        while step < limit:
+            step += 1
             # each head only while some row is in its phase
             text_tok = None
             if 0 in phase:
@@ -340,7 +354,7 @@ class EChatModel(nn.Module):
                                                                conf.text_no_repeat_ngram)
                 text_tok = conf.text.pick(text_logits, gen)
             speech_logits = (self.speech_head(hidden.to(self.speech_head.weight.dtype)).float()
-                             if 2 in phase else None)
+                             if any(p == 2 and not f for p, f in zip(phase, feed)) else None)
             ids = torch.full((batch,), self.pad_id, dtype=torch.long, device=input_ids.device)
             step_kinds = torch.full_like(ids, KIND_TEXT)
             now = time.perf_counter() - t0
@@ -360,6 +374,13 @@ class EChatModel(nn.Module):
                 elif phase[b] == 1:
                     phase[b] = 2
                     ids[b], step_kinds[b] = self.speech_bos, KIND_SPEECH
+                    if self.interleave is not None:
+                        assert spoken is not None
+                        spoken_ids[b] = list(spoken(b, r["text_ids"]))
+                        feed[b] = self.interleave.chunk_before(spoken_ids[b], 0)
+                        limit += len(spoken_ids[b])
+                elif phase[b] == 2 and feed[b]:
+                    ids[b] = feed[b].pop(0)  # a text chunk of the interleaved speech phase: fed, not picked
                 elif phase[b] == 2:
                     assert speech_logits is not None
                     tok = next_speech_code(speech_logits[b], r["speech_ids"], conf, self.speech_codes,
@@ -372,6 +393,8 @@ class EChatModel(nn.Module):
                     r["speech_times"].append(now)
                     r["first_speech_s"] = r["first_speech_s"] if r["first_speech_s"] is not None else now
                     ids[b], step_kinds[b] = tok, KIND_SPEECH
+                    if self.interleave is not None:
+                        feed[b] = self.interleave.chunk_before(spoken_ids[b], len(r["speech_ids"]))
             if all(p == 3 for p in phase):
                 break
             mask = torch.cat([mask, mask.new_ones(batch, 1)], 1)
@@ -434,7 +457,8 @@ def build_model(conf: dict[str, Any], text_vocab_size: int, eos_id: int,
                "llm_dim": hidden_size(llm), **(conf.get("adapter_conf") or {})}
     adapter = ADAPTERS.build(conf["adapter"], ad_conf)
     return EChatModel(encoder, adapter, llm, int(conf["speech_codes"]), text_vocab_size, eos_id, pad_id,
-                      ctc_weight=float(conf.get("ctc_weight", 0.0)))
+                      ctc_weight=float(conf.get("ctc_weight", 0.0)),
+                      interleave=Interleave.from_conf(conf.get("speech_text_interleave")))
 
 
 __all__ = ["EChatModel", "GenerateConf", "SamplingConf", "SpeechProcessor", "build_model", "next_speech_code"]

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from wenet_echat.dataset.schema import record_tasks
+from wenet_echat.text.interleave import Interleave
 from wenet_echat.text.targets import (
     AUDIO_TASKS,
     SPEECH_TASKS,
@@ -57,7 +58,7 @@ def serves(record: dict[str, Any], task: str, think: bool = True, think_style: s
 
 def select_examples(records: list[dict[str, Any]], task: str, tokenizer: TextTokenizer, rng: random.Random | None,
                     think: bool, speech_bos: int, prompt_only: bool = False, dropped: Counter[str] | None = None,
-                    think_style: str = "auto") -> tuple[list[int], list[Example]]:
+                    think_style: str = "auto", interleave: Interleave | None = None) -> tuple[list[int], list[Example]]:
     """Indices of the records that serve ``task`` and their examples (prompts only if ``prompt_only``)."""
     keep: list[int] = []
     examples: list[Example] = []
@@ -67,7 +68,7 @@ def select_examples(records: list[dict[str, Any]], task: str, tokenizer: TextTok
                 dropped[f"{task}: task not listed"] += 1
             continue
         try:
-            ex = build_example(rec, task, tokenizer, rng, think, speech_bos, think_style)
+            ex = build_example(rec, task, tokenizer, rng, think, speech_bos, think_style, interleave)
         except MissingFieldError as e:
             if dropped is not None:
                 dropped[f"{task}: no {e.field}"] += 1
@@ -79,16 +80,18 @@ def select_examples(records: list[dict[str, Any]], task: str, tokenizer: TextTok
 
 def make_inputs(batch: dict[str, Any], task: str, tokenizer: TextTokenizer, audio_lengths: Any, speech_bos: int,
                 rng: random.Random | None = None, think: bool = True, prompt_only: bool = False,
-                dropped: Counter[str] | None = None, think_style: str = "auto") -> dict[str, Any] | None:
+                dropped: Counter[str] | None = None, think_style: str = "auto",
+                interleave: Interleave | None = None) -> dict[str, Any] | None:
     """Tensors for :meth:`EChatModel.forward` (or, with ``prompt_only``, left-padded prompts for ``generate``).
 
-    ``audio_lengths`` maps log-mel lengths to adapter frames (``model.audio_lengths``). Returns None when no
+    ``audio_lengths`` maps log-mel lengths to adapter frames (``model.audio_lengths``); ``interleave`` lays out
+    the speech phase (the model's ``speech_text_interleave``). Returns None when no
     sample of the batch serves ``task``. The result also holds ``keys``, ``task``, ``records`` (kept ones) and
     ``speak`` (per row: the task has a speech phase).
     """
     records = batch_records(batch)
     keep, examples = select_examples(records, task, tokenizer, rng, think, speech_bos, prompt_only, dropped,
-                                     think_style)
+                                     think_style, interleave)
     if not keep:
         return None
     out: dict[str, Any] = {}

@@ -23,6 +23,9 @@ s2s_think   AUDIO                                                     ``<think>`
 A record with ``history`` (earlier turns ``[{"text", "response"}, ...]``) puts them between the system turn and
 the user turn of the chat tasks, each as a user turn and the assistant's reply; they carry no loss.
 
+With ``interleave`` (``model.speech_text_interleave``) the speech phase ``S`` carries the spoken text again in
+chunks between chunks of its codes (:mod:`wenet_echat.text.interleave`); those text chunks carry no loss.
+
 Loss is on target tokens only, except the tokens of a ``<&&>`` span (a missing label), which carry none.
 ``think=False`` drops the CoT of ``s2s_think`` and uses the ``s2s_chat`` system prompt (the no-thinking
 ablation). The reply text is used as is: the reply emotion lives in the CoT, not as a leading tag.
@@ -50,6 +53,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from wenet_echat.text.interleave import Interleave
 from wenet_echat.text.prompts import system_prompt, tag_string, user_instruction
 from wenet_echat.text.think import MASK_TAG, THINK_STYLES, build_think, wrap_think
 from wenet_echat.text.tokenizer import IM_END, IM_START, TextTokenizer
@@ -133,7 +137,7 @@ class Example:
 
     def prompt(self) -> Example:
         """The segments before the target (what the model is fed at decoding time)."""
-        segs = [s for s in self.segments if s.name != "target" and s.kind != "speech"]
+        segs = [s for s in self.segments if s.name not in ("target", "speech_text") and s.kind != "speech"]
         return Example(self.task, segs, self.key, "", self.speech_bos, dict(self.meta))
 
 
@@ -210,7 +214,21 @@ def _speech_codes(rec: dict[str, Any], task: str, speech_bos: int) -> list[int]:
     if bad:
         raise ValueError(f"record {rec.get('key', '?')!r}: task {task!r}: response_tokens must be ints in "
                          f"[0, {speech_bos}), got {bad[:3]}")
-    return [speech_bos, *codes, speech_bos]
+    return list(codes)
+
+
+def speech_segments(rec: dict[str, Any], task: str, tokenizer: TextTokenizer, speech_bos: int,
+                    interleave: Interleave | None = None) -> list[Segment]:
+    """The speech phase of a speaking task: ``[4096] codes [4096]`` in one segment, or with ``interleave`` the
+    speech BOS, then the reply's text chunks (``"speech_text"`` segments, no loss) between chunks of its codes
+    (:mod:`wenet_echat.text.interleave`)."""
+    codes = _speech_codes(rec, task, speech_bos)
+    if interleave is None:
+        return [Segment("speech", [speech_bos, *codes, speech_bos], True, "speech")]
+    segments = [Segment("speech", [speech_bos], True, "speech")]
+    for kind, ids in interleave.layout(tokenizer.encode(rec["response"]), codes, speech_bos):
+        segments.append(Segment(kind, ids, kind == "speech", "speech" if kind == "speech" else "speech_text"))
+    return segments
 
 
 def history_text(history: Sequence[dict[str, str]] | None) -> str:
@@ -247,8 +265,10 @@ def build_prompt(record: dict[str, Any], task: str, tokenizer: TextTokenizer, rn
 
 
 def build_example(record: dict[str, Any], task: str, tokenizer: TextTokenizer, rng: random.Random | None = None,
-                  think: bool = True, speech_bos: int = SPEECH_BOS, think_style: str = "auto") -> Example:
-    """Segments of one training sequence for ``task`` (see the module docstring for the layouts).
+                  think: bool = True, speech_bos: int = SPEECH_BOS, think_style: str = "auto",
+                  interleave: Interleave | None = None) -> Example:
+    """Segments of one training sequence for ``task`` (see the module docstring for the layouts; ``interleave``:
+    the text-guided speech phase of :mod:`wenet_echat.text.interleave`).
 
     ``rng`` picks the instruction paraphrase of understanding tasks (None = the first, for evaluation).
     Raises :class:`MissingFieldError` naming the field (e.g. ``response_tokens`` for a speech task) when the
@@ -263,7 +283,7 @@ def build_example(record: dict[str, Any], task: str, tokenizer: TextTokenizer, r
         ids, loss = encode_masked(text, tokenizer)
         segments.append(Segment("text", [*ids, tokenizer.eos_id], [*loss, True], "target"))
     if task in SPEECH_TASKS:
-        segments.append(Segment("speech", _speech_codes(record, task, speech_bos), True, "speech"))
+        segments += speech_segments(record, task, tokenizer, speech_bos, interleave)
     return Example(task, segments, str(record.get("key", "")), text, speech_bos)
 
 
@@ -395,5 +415,5 @@ __all__ = [
     "AUDIO_TASKS", "CHAT_TASKS", "Example", "Flat", "IGNORE_ID", "KIND_AUDIO", "KIND_SPEECH", "KIND_TEXT",
     "MissingFieldError", "Packed", "SPEECH_BOS", "SPEECH_TASKS", "Segment", "TARGET_FIELDS", "TARGET_TASKS",
     "build_example", "build_prompt", "collate", "encode_masked", "flatten", "has_target_fields", "history_text",
-    "joint_labels", "pack", "target_text",
+    "joint_labels", "pack", "speech_segments", "target_text",
 ]
