@@ -154,7 +154,7 @@ def decode_steps(dec: IncrementalDecoder, speak: bool, conf: GenerateConf, state
     if text:
         dec.feed_ids([eos], [KIND_TEXT])
     dec.feed_ids([bos], [KIND_SPEECH])
-    said = list(spoken(state.text_ids)) if interleave is not None and spoken is not None else []
+    said = spoken(state.text_ids) if interleave is not None and spoken is not None else []
     while len(state.speech_ids) < conf.max_speech_tokens:
         if cancelled():
             state.cancelled = True

@@ -341,9 +341,9 @@ class EChatModel(nn.Module):
         feed: list[list[int]] = [[] for _ in range(batch)]  # per row: text ids still to feed before the next code
         lm_head = self.llama_model.get_output_embeddings()
         limit = conf.max_text_tokens + (conf.max_speech_tokens + 2 if any(speak) else 0)
-        step = 0
-        while step < limit:
-            step += 1
+        if self.interleave is not None:  # and the text chunks fed before max_speech_tokens codes at most
+            limit += (conf.max_speech_tokens // self.interleave.speech + 1) * self.interleave.text
+        for _ in range(limit):
             # each head only while some row is in its phase
             text_tok = None
             if 0 in phase:
@@ -378,7 +378,6 @@ class EChatModel(nn.Module):
                         assert spoken is not None
                         spoken_ids[b] = list(spoken(b, r["text_ids"]))
                         feed[b] = self.interleave.chunk_before(spoken_ids[b], 0)
-                        limit += len(spoken_ids[b])
                 elif phase[b] == 2 and feed[b]:
                     ids[b] = feed[b].pop(0)  # a text chunk of the interleaved speech phase: fed, not picked
                 elif phase[b] == 2:

@@ -38,22 +38,15 @@ class Interleave:
 
     @classmethod
     def from_conf(cls, value: Any, key: str = "model.speech_text_interleave") -> Interleave | None:
-        """None (off) for ``None`` / ``[]`` / ``false``; ``[N, M]`` (or ``{text: N, speech: M}``) otherwise."""
-        if value in (None, False, [], ()):
+        """None (off) for ``None`` / ``[]`` / ``false``, else ``[N, M]``."""
+        if value in (None, False, []):
             return None
-        if isinstance(value, Interleave):
-            return value
-        if isinstance(value, dict) and set(value) == {"text", "speech"}:
-            value = [value["text"], value["speech"]]
-        if not isinstance(value, list | tuple) or len(value) != 2:
+        if not isinstance(value, list) or len(value) != 2:
             raise ValueError(f"{key}: expected [text_ids_per_chunk, speech_codes_per_chunk] or null, got {value!r}")
         try:
             return cls(*value)
         except ValueError as e:
             raise ValueError(f"{key}: {e}") from None
-
-    def to_conf(self) -> list[int]:
-        return [self.text, self.speech]
 
     def chunk_before(self, text_ids: Sequence[int], position: int) -> list[int]:
         """The text ids to feed before speech position ``position`` (codes already written), or ``[]``."""
