@@ -57,9 +57,9 @@ apt_install() {
   did+=("apt: ${missing[*]}")
 }
 
-# the corpus synthesis (TTS voices, sox) and its tests
-apt_install "the EChat-mini corpus" espeak-ng sox libsox-fmt-all flite festival festvox-us-slt-hts \
-  festvox-kallpc16k festvox-kdlpc16k
+# the corpus synthesis (TTS voices, sox) and its tests; procps (pgrep): the recipe stops a background stage with it
+apt_install "the EChat-mini corpus and the recipe" espeak-ng sox libsox-fmt-all flite festival festvox-us-slt-hts \
+  festvox-kallpc16k festvox-kdlpc16k procps
 # the web demo: ffmpeg encodes the streamed reply audio (gradio); chromium + its driver run the browser test
 # (skipped without them); set SKIP_DEMO_APT=1 to leave these out
 if [ -z "${SKIP_DEMO_APT:-}" ]; then

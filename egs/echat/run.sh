@@ -46,6 +46,8 @@ understanding=true    # false: the ablation without the understanding stage: sta
 think_style=""        # stage 3 CoT form: "" = the config's (auto: the corpus's natural-language CoT); tag | natural |
                       # cues (the tag form without the transcript) -> $exp/stage3_<style>
 t2w_conf=token2wav    # token-to-wave config $conf_dir/<this>.yaml, trained into $exp/<this> (stages 10-15)
+t2w_parallel=true     # true: when one run covers stages 8-10, stage 10 trains in the background beside stages 8-9
+                      # (it needs only the speech tokens), the --threads split between the two (needs --threads >= 2)
 t2w_flow_steps=2400   # token-to-wave training budget (steps) of the flow model ...
 t2w_vocoder_steps=2700  # ... and of the vocoder (its lr decays over them); ~7-8 and ~16 min on 2 CPU cores
 t2w_flow_minutes=""   # wall-clock caps as well ("" = none; with the steps "" a budget in minutes alone)
@@ -96,7 +98,7 @@ Options (default):
   --speech_token_layer ("$speech_token_layer") --encoder_conf ($encoder_conf)
   --reply_asr ($reply_asr) --think ($think) --think_style ("$think_style")
   --llm_pretrain_steps ("$llm_pretrain_steps") --llm_pretrain_minutes ("$llm_pretrain_minutes")
-  --t2w_conf ($t2w_conf) --t2w_flow_steps ("$t2w_flow_steps") --t2w_vocoder_steps ("$t2w_vocoder_steps")
+  --t2w_conf ($t2w_conf) --t2w_parallel ($t2w_parallel) --t2w_flow_steps ("$t2w_flow_steps") --t2w_vocoder_steps ("$t2w_vocoder_steps")
   --t2w_flow_minutes ("$t2w_flow_minutes") --t2w_vocoder_minutes ("$t2w_vocoder_minutes") --resynth_utts ($resynth_utts)
   --s2s_systems ("$s2s_systems") --s2s_every ($s2s_every) --s2s_batch_size ($s2s_batch_size)
   --judge_conf ($judge_conf)
@@ -308,6 +310,39 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   done
 fi
 
+# train_token2wav THREADS: stage 10's trainings (flow, then vocoder) with THREADS torch threads; finished parts skip
+t2w=$exp/$t2w_conf
+train_token2wav() {
+  local part budget
+  for part in flow vocoder; do
+    if [ -f "$t2w/.$part.done" ]; then log "  $t2w: $part trained"; continue; fi
+    budget=("${flow_budget[@]}"); [ "$part" = vocoder ] && budget=("${vocoder_budget[@]}")
+    # a killed run resumes from $t2w/$part.train.pt when rerun (a step budget ends at the same step)
+    OMP_NUM_THREADS=$1 run_logged "$t2w/log/train_$part.log" python -m wenet_echat.bin.train_token2wav \
+      --config "$conf_dir/$t2w_conf.yaml" --part "$part" --data_list "$data/train/data.tok.list" \
+      --valid_list "$data/dev/data.tok.list" --model_dir "$t2w" "${budget[@]}" --threads "$1"
+    touch "$t2w/.$part.done"
+  done
+}
+# kill_tree PID: PID and every process below it
+kill_tree() {
+  local child; for child in $(pgrep -P "$1" || true); do kill_tree "$child"; done
+  kill "$1" 2>/dev/null || true
+}
+# stage 10 beside stages 8-9 (--t2w_parallel): neither needs the other, and two single-purpose processes on half
+# the threads each get more done than one after the other on all of them; stage 10's block waits for it
+t2w_pid="" all_threads=$threads
+if [ "$t2w_parallel" = true ] && [ "$stage" -le 9 ] && [ "$stop_stage" -ge 10 ] && [ "$threads" -ge 2 ] \
+    && { [ ! -f "$t2w/.flow.done" ] || [ ! -f "$t2w/.vocoder.done" ]; }; then
+  threads=$((all_threads / 2))
+  mkdir -p "$t2w/log"
+  log "stage 10 in the background beside stages 8-9, $((all_threads - threads)) threads ($t2w/log/background.log)"
+  train_token2wav $((all_threads - threads)) > "$t2w/log/background.log" 2>&1 &
+  t2w_pid=$!
+  trap '[ -z "$t2w_pid" ] || { log "stopping the background stage 10"; kill_tree "$t2w_pid"; }' EXIT
+  export OMP_NUM_THREADS=$threads
+fi
+
 stage2_dir=$exp/stage2 nounder=""
 if [ "$understanding" = false ]; then stage2_dir=$exp/stage2_nounder nounder=_nounder; fi
 if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
@@ -338,18 +373,17 @@ if [ "$stage" -le 9 ] && [ "$stop_stage" -ge 9 ]; then
   train_stage stage3 "$stage3_dir" "$stage2_dir/final" "" "$(data_list train data.tok)"
 fi
 
-t2w=$exp/$t2w_conf
 if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
   log "stage 10: token-to-wave (flow ${flow_budget[*]}, vocoder ${vocoder_budget[*]})"
-  for part in flow vocoder; do
-    if [ -f "$t2w/.$part.done" ]; then log "  $t2w: $part trained"; continue; fi
-    budget=("${flow_budget[@]}"); [ "$part" = vocoder ] && budget=("${vocoder_budget[@]}")
-    # a killed run resumes from $t2w/$part.train.pt when rerun (a step budget ends at the same step)
-    run_logged "$t2w/log/train_$part.log" python -m wenet_echat.bin.train_token2wav \
-      --config "$conf_dir/$t2w_conf.yaml" --part "$part" --data_list "$data/train/data.tok.list" \
-      --valid_list "$data/dev/data.tok.list" --model_dir "$t2w" "${budget[@]}" --threads "$threads"
-    touch "$t2w/.$part.done"
-  done
+  if [ -n "$t2w_pid" ]; then
+    log "  waiting for it in the background ($t2w/log/background.log)"
+    pid=$t2w_pid; t2w_pid=""
+    wait "$pid" || { log "stage 10 failed in the background: see $t2w/log/background.log"; exit 1; }
+    threads=$all_threads; export OMP_NUM_THREADS=$threads
+    log "  $t2w: flow and vocoder trained"
+  else
+    train_token2wav "$threads"
+  fi
 fi
 
 if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from wenet_echat.dataset.batch import collate, dynamic_batch, is_marker, padding, static_batch
-from wenet_echat.dataset.processor import SkipStats, shuffle, sort
+from wenet_echat.dataset.processor import SkipStats, sequence_length, shuffle, sort
 
 
 def samples(lengths, dim=4):
@@ -55,6 +55,18 @@ def test_sort_within_buffer():
     data = samples([5, 3, 9, 1, 8, 2, 7])
     out = [s["feats"].shape[0] for s in sort(data, sort_size=3)]
     assert out == [3, 5, 9, 1, 2, 8, 7]
+
+
+def test_sort_by_sequence_length():
+    # long audio with a short reply against short audio with hundreds of speech codes: frames and the LLM
+    # sequence (audio positions at 8 frames each + text ids + codes) order them oppositely
+    data = samples([800, 80, 400])
+    for s, codes in zip(data, (10, 300, 100), strict=True):
+        s["record"]["response_tokens"] = list(range(codes))
+        s["text_ids"] = [1, 2]
+    assert [sequence_length(s) for s in data] == [100 + 12, 10 + 302, 50 + 102]
+    assert [s["key"] for s in sort(data, sort_size=3)] == ["k1", "k2", "k0"]
+    assert [s["key"] for s in sort(data, sort_size=3, key=sequence_length)] == ["k0", "k2", "k1"]
 
 
 def test_shuffle_buffer_is_a_seeded_permutation():

@@ -25,6 +25,27 @@ def test_unknown_conf_keys_rejected(tmp_path):
         EChatDataset("raw", path, {"filter_conf": {"max_len": 3}})
     with pytest.raises(ValueError, match="batch_type"):
         EChatDataset("raw", path, {"batch_conf": {"batch_type": "bucket"}})
+    with pytest.raises(ValueError, match=r"sort_conf.key must be frames\|sequence, got 'tokens'"):
+        EChatDataset("raw", path, {"sort_conf": {"key": "tokens"}})
+
+
+def test_sort_key_sequence_orders_by_the_llm_length(corpus):
+    # audio 0.3-0.9 s rising with the index, speech codes falling faster: the sequence key reverses the order
+    path, recs = corpus(7, durations=[0.3 + 0.1 * i for i in range(7)])
+    lines = [{**r, "task": "tts", "response": "ok", "response_tokens": list(range(400 - 50 * i))}
+             for i, r in enumerate(recs)]
+    write_list(path, lines)
+    conf = {"shuffle": False, "sort": True, "batch_conf": {"batch_type": "static", "batch_size": 7}}
+
+    def keys(key):
+        ds = EChatDataset("raw", path, {**conf, "sort_conf": {"sort_size": 7, "key": key}}, train=True)
+        return [k for b in collect(ds) for k in b["keys"]]
+
+    assert keys("frames") == [r["key"] for r in recs]
+    assert keys("sequence") == [r["key"] for r in reversed(recs)]
+    # the encoder cache's single pass sorts by frames whatever the key (the encoder's own padding)
+    ds = EChatDataset("raw", path, {**conf, "sort_conf": {"sort_size": 7, "key": "sequence"}}, train=True)
+    assert [k for b in collect(ds.single_pass()) for k in b["keys"]] == [r["key"] for r in recs]
 
 
 def test_raw_batches_cover_every_sample(corpus):

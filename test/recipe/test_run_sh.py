@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,82 @@ def test_stage_11_scores_the_stage_2_tts_next_to_resynthesis(tmp_path):
     assert f"--token2wav_dir {exp}/token2wav" in decode
     score = next(x for x in lines if "bin.score_speech" in x)
     assert f"--system tts_stage2={exp}/stage2/decode_test_reply_tts/reply_wavs/tts/wav.scp" in score
+
+
+def _scripted_python(tmp_path: Path, cases: str) -> tuple[dict[str, str], Path]:
+    """Like :func:`_fake_python`, with ``cases``: shell ``case "$*" in ...`` arms run after the arguments are
+    recorded (e.g. ``*train_token2wav*) sleep 1; echo t2w-end >> $CALLS;;``; ``$CALLS`` is the calls file)."""
+    env, calls = _fake_python(tmp_path)
+    (tmp_path / "bin" / "python").write_text(
+        f'#!/bin/sh\nCALLS={calls}\necho "$*" >> $CALLS\ncase "$*" in\n{cases}\nesac\n')
+    return env, calls
+
+
+def _run_stages(tmp_path: Path, env: dict[str, str], *opts: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(RECIPE / "run.sh"), "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
+                           "--stage", "8", *opts], capture_output=True, text=True, env=env, timeout=60)
+
+
+def _threads(line: str) -> int:
+    return int(re.search(r"--threads (\d+)", line).group(1))
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_token2wav_trains_in_the_background_beside_stages_8_9(tmp_path, threads):
+    """Stage 10 needs only the speech tokens: in a run covering stages 8-10 it trains beside stages 2 and 3 (they
+    are recorded before it ends), the threads split between them, and stage 10's block waits for it."""
+    env, calls = _scripted_python(tmp_path, '*train_token2wav*) sleep 1; echo "t2w-end $*" >> $CALLS;;')
+    r = _run_stages(tmp_path, env, "--stop_stage", "10", "--threads", str(threads))
+    assert r.returncode == 0, r.stderr
+    lines = calls.read_text().splitlines()
+    first_end = next(i for i, x in enumerate(lines) if x.startswith("t2w-end"))
+    trainings = [x for x in lines if "wenet_echat.bin.train " in x]
+    assert [re.search(r"--model_dir (\S+)", x).group(1) for x in trainings] == [
+        f"{tmp_path}/exp/stage2", f"{tmp_path}/exp/stage3"]
+    assert all(lines.index(x) < first_end for x in trainings)  # both started before the flow training ended
+    t2w = [x for x in lines if x.startswith("-m wenet_echat.bin.train_token2wav")]
+    assert [re.search(r"--part (\w+)", x).group(1) for x in t2w] == ["flow", "vocoder"]
+    assert {_threads(x) for x in trainings} == {threads // 2} and {_threads(x) for x in t2w} == {threads // 2}
+    assert (tmp_path / "exp/token2wav/.vocoder.done").exists()
+    assert "stage 10 in the background beside stages 8-9" in r.stderr
+    # rerun: both parts done, so nothing goes to the background and stages 8-9 keep every thread
+    calls.unlink()
+    r = _run_stages(tmp_path, env, "--stop_stage", "10", "--threads", str(threads))
+    assert r.returncode == 0, r.stderr
+    assert "background" not in r.stderr
+    assert {_threads(x) for x in calls.read_text().splitlines() if "bin.train " in x} == {threads}
+
+
+def test_token2wav_in_order_without_t2w_parallel(tmp_path):
+    env, calls = _scripted_python(tmp_path, '*train_token2wav*) sleep 1; echo "t2w-end $*" >> $CALLS;;')
+    r = _run_stages(tmp_path, env, "--stop_stage", "10", "--t2w_parallel", "false")
+    assert r.returncode == 0, r.stderr
+    lines = calls.read_text().splitlines()
+    last_training = max(i for i, x in enumerate(lines) if "wenet_echat.bin.train " in x)
+    first_t2w = min(i for i, x in enumerate(lines) if "train_token2wav" in x)
+    assert last_training < first_t2w and {_threads(x) for x in lines if "--threads" in x} == {2}
+    r = _run_stages(tmp_path, env, "--stop_stage", "10", "--t2w_parallel", "yes")
+    assert r.returncode == 2 and "option --t2w_parallel takes true or false, got 'yes'" in r.stderr
+
+
+def test_background_token2wav_failure_stops_the_run(tmp_path):
+    """A failed background stage 10 fails the run at stage 10's block, naming its log; stage 11 does not start."""
+    env, calls = _scripted_python(tmp_path, "*train_token2wav*) exit 3;;")
+    r = _run_stages(tmp_path, env, "--stop_stage", "11")
+    assert r.returncode == 1
+    assert f"stage 10 failed in the background: see {tmp_path}/exp/token2wav/log/background.log" in r.stderr
+    lines = calls.read_text().splitlines()
+    assert len([x for x in lines if "wenet_echat.bin.train " in x]) == 2  # stages 8 and 9 ran
+    assert not [x for x in lines if "synthesize" in x or "make_reply_asr_list" in x]
+    assert not (tmp_path / "exp/token2wav/.flow.done").exists()
+
+
+def test_foreground_failure_stops_the_background_token2wav(tmp_path):
+    """When stage 8 fails, the background stage 10 is stopped with the run, not left training on its own."""
+    env, calls = _scripted_python(tmp_path, "*wenet_echat.bin.train\\ *) exit 4;;\n"
+                                            '*train_token2wav*) sleep 3; echo "t2w-end" >> $CALLS;;')
+    r = _run_stages(tmp_path, env, "--stop_stage", "10")
+    assert r.returncode != 0 and "stopping the background stage 10" in r.stderr
+    time.sleep(4)
+    assert "t2w-end" not in calls.read_text()
+    assert not (tmp_path / "exp/token2wav/.flow.done").exists()

@@ -16,19 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from wenet_echat.dataset.processor import Sample, SkipStats, num_frames
+from wenet_echat.dataset.processor import Sample, SkipStats, num_frames, sample_tokens
 
 IGNORE_ID = -1
 # record fields copied into per-sample lists (None where a record lacks the field)
 LIST_FIELDS = ("text", "labels", "response", "response_emotion", "response_tokens", "think", "speaker",
                "category", "response_wav", "history")
-
-
-def sample_tokens(s: Sample) -> int:
-    """Token count used by ``max_tokens_in_batch``: text ids + response ids + response speech tokens + the
-    tokens of a dialogue's earlier turns."""
-    return len(s.get("text_ids") or ()) + len(s.get("response_ids") or ()) + len(
-        s["record"].get("response_tokens") or ()) + int(s.get("history_tokens") or 0)
 
 
 def static_batch(data: Iterable[Sample], batch_size: int = 16) -> Iterator[list[Sample]]:

@@ -36,7 +36,7 @@ DEFAULT_CONF: dict[str, Any] = {
     "shuffle": True,
     "shuffle_conf": {"shuffle_size": 1000},
     "sort": True,
-    "sort_conf": {"sort_size": 500},
+    "sort_conf": {"sort_size": 500, "key": "frames"},
     "batch_conf": {"batch_type": "static", "batch_size": 16},
     "strict": False,
     "seed": 0,
@@ -46,7 +46,7 @@ DEFAULT_CONF: dict[str, Any] = {
 KNOWN_SUBKEYS: dict[str, tuple[str, ...]] = {
     "filter_conf": ("min_duration", "max_duration", "max_text_len", "max_response_tokens"),
     "shuffle_conf": ("shuffle_size",),
-    "sort_conf": ("sort_size",),
+    "sort_conf": ("sort_size", "key"),
     "batch_conf": ("batch_type", "batch_size", "max_frames_in_batch", "max_tokens_in_batch"),
     "spec_aug_conf": ("num_freq_masks", "max_freq_width", "num_time_masks", "max_time_width"),
 }
@@ -67,6 +67,9 @@ def resolve_conf(dataset_conf: dict[str, Any] | None) -> dict[str, Any]:
             if key in ("shuffle_conf", "sort_conf", "batch_conf"):
                 value = {**conf[key], **value}
         conf[key] = value
+    sort_key = conf["sort_conf"]["key"]
+    if sort_key not in P.SORT_KEYS:
+        raise ValueError(f"dataset_conf.sort_conf.key must be {'|'.join(P.SORT_KEYS)}, got {sort_key!r}")
     btype = conf["batch_conf"].get("batch_type", "static")
     if btype not in ("static", "dynamic"):
         raise ValueError(f"dataset_conf.batch_conf.batch_type must be static|dynamic, got {btype!r}")
@@ -106,7 +109,7 @@ class EChatDataset(IterableDataset):
         """The same list read once in full by one reader: no shuffling or augmentation, length-sorted (little
         padding), whatever this dataset's rank; e.g. to precompute per-utterance outputs."""
         conf = {**self.conf, "shuffle": False, "spec_aug": False, "sort": True,
-                "sort_conf": {"sort_size": max(int(self.conf["sort_conf"]["sort_size"]), 2000)}}
+                "sort_conf": {"sort_size": max(int(self.conf["sort_conf"]["sort_size"]), 2000), "key": "frames"}}
         return EChatDataset(self.source.data_type, self.source.list_path, conf, train=False, rank=0, world_size=1)
 
     @property
@@ -139,7 +142,7 @@ class EChatDataset(IterableDataset):
         if self.train and c["shuffle"]:
             data = P.shuffle(data, self._rng(2), int(c["shuffle_conf"]["shuffle_size"]))
         if c["sort"]:
-            data = P.sort(data, int(c["sort_conf"]["sort_size"]))
+            data = P.sort(data, int(c["sort_conf"]["sort_size"]), P.SORT_KEYS[c["sort_conf"]["key"]])
         return data
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

@@ -301,8 +301,32 @@ def num_frames(s: Sample) -> int:
     return int(s["feats"].shape[0])
 
 
+def sample_tokens(s: Sample) -> int:
+    """Token count used by ``max_tokens_in_batch``: text ids + response ids + response speech tokens + the
+    tokens of a dialogue's earlier turns."""
+    return len(s.get("text_ids") or ()) + len(s.get("response_ids") or ()) + len(
+        s["record"].get("response_tokens") or ()) + int(s.get("history_tokens") or 0)
+
+
+# log-mel frames per LLM audio position: 100 Hz -> 50 Hz Whisper conv stem -> 12.5 Hz adapter
+# (EChatModel.audio_lengths)
+FRAMES_PER_POSITION = 8
+
+
+def sequence_length(s: Sample) -> int:
+    """About the LLM sequence a sample makes: its audio positions plus :func:`sample_tokens`. Sorting by it keeps
+    the padding of the LLM batch low when the LLM, not the encoder, takes the step time (a frozen or cached
+    encoder; speech-output tasks, whose hundreds of codes do not follow the input audio's length)."""
+    return num_frames(s) // FRAMES_PER_POSITION + sample_tokens(s)
+
+
+# dataset_conf.sort_conf.key: what sorting makes similar within a batch
+SORT_KEYS: dict[str, Callable[[Sample], int]] = {"frames": num_frames, "sequence": sequence_length}
+
+
 def sort(data: Iterable[Sample], sort_size: int = 500, key: Callable[[Sample], int] = num_frames) -> Iterator[Sample]:
-    """Sort by frames within consecutive buffers of ``sort_size`` samples (stable, ascending)."""
+    """Sort by ``key`` (log-mel frames by default) within consecutive buffers of ``sort_size`` samples (stable,
+    ascending)."""
     buf: list[Sample] = []
     for s in data:
         buf.append(s)
