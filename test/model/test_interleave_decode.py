@@ -16,16 +16,17 @@ from wenet_echat.text.targets import IGNORE_ID, KIND_SPEECH, KIND_TEXT
 PROMPT_KEYS = ("input_ids", "kinds", "attention_mask", "position_ids", "feats", "feats_lengths")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny interleaving model trained on tts and s2s_chat until it nearly memorises them."""
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "text_end"])
+def trained(tmp_path_factory, request):
+    """A tiny interleaving model trained on tts and s2s_chat until it nearly memorises them; ``text_end``: with
+    model.speech_text_end (the re-read text closed by the text EOS)."""
     root = tmp_path_factory.mktemp("interleave")
     data_list, recs = make_corpus(root)
     tok = make_tokenizer(root, recs)
     torch.manual_seed(5)
-    model = build_model({**tiny_model_conf(), "speech_text_interleave": [2, 3]}, tok.vocab_size, tok.eos_id,
-                        tok.pad_id)
-    assert model.interleave == Interleave(2, 3)
+    model = build_model({**tiny_model_conf(), "speech_text_interleave": [2, 3], "speech_text_end": request.param},
+                        tok.vocab_size, tok.eos_id, tok.pad_id)
+    assert model.interleave == Interleave(2, 3, end=tok.eos_id if request.param else None)
     batch = next(iter(EChatDataset("raw", data_list, tiny_dataset_conf(4), train=False)))
     inputs = {t: to_device(model.make_inputs(batch, t, tok), "cpu") for t in ("tts", "s2s_chat")}
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)

@@ -1,6 +1,7 @@
 import pytest
 
-from test.echat_fixtures import make_corpus, make_tokenizer
+from test.echat_fixtures import make_corpus, make_tokenizer, tiny_model_conf
+from wenet_echat.model import build_model
 from wenet_echat.text.interleave import Interleave
 from wenet_echat.text.targets import KIND_SPEECH, KIND_TEXT, build_example, flatten
 
@@ -36,6 +37,26 @@ def test_layout_when_speech_ends_first_or_on_a_chunk_boundary():
     assert il.layout([7, 8, 9], [0, 1, 2], BOS) == [
         ("text", [7, 8]), ("speech", [0, 1, 2]), ("text", [9]), ("speech", [BOS])]
     assert il.layout([], [0, 1], BOS) == [("speech", [0, 1, BOS])]
+
+
+def test_text_end_closes_the_spoken_text():
+    il = Interleave(4, 10, end=BOS + 1)
+    # 10 text ids + the end id: the third chunk carries the last two and the end
+    assert il.layout(list(range(100, 110)), list(range(25)), BOS)[4] == ("text", [108, 109, BOS + 1])
+    # 8 ids fill two chunks: the end comes alone, before position 20, then nothing more is fed
+    text = list(range(100, 108))
+    assert il.chunk_before(text, 20) == [BOS + 1] and il.chunk_before(text, 30) == []
+    assert Interleave.from_conf([4, 10], end=7) == Interleave(4, 10, end=7)
+
+
+def test_text_end_config_errors(tok):
+    tok, _ = tok
+    conf = tiny_model_conf()
+    with pytest.raises(ValueError, match=r"speech_text_end: true needs model.speech_text_interleave"):
+        build_model({**conf, "speech_text_end": True}, tok.vocab_size, tok.eos_id, tok.pad_id)
+    with pytest.raises(ValueError, match="model.speech_text_end must be true or false, got 'yes'"):
+        build_model({**conf, "speech_text_interleave": [2, 3], "speech_text_end": "yes"}, tok.vocab_size,
+                    tok.eos_id, tok.pad_id)
 
 
 @pytest.fixture(scope="module")

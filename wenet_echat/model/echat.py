@@ -455,9 +455,15 @@ def build_model(conf: dict[str, Any], text_vocab_size: int, eos_id: int,
     ad_conf = {"encoder_dim": int(encoder.config.d_model),
                "llm_dim": hidden_size(llm), **(conf.get("adapter_conf") or {})}
     adapter = ADAPTERS.build(conf["adapter"], ad_conf)
+    text_end = conf.get("speech_text_end", False)
+    if not isinstance(text_end, bool):
+        raise ValueError(f"model.speech_text_end must be true or false, got {text_end!r}")
+    interleave = Interleave.from_conf(conf.get("speech_text_interleave"), end=eos_id if text_end else None)
+    if text_end and interleave is None:
+        raise ValueError("model.speech_text_end: true needs model.speech_text_interleave [N, M] (it closes the "
+                         "text the speech phase re-reads)")
     return EChatModel(encoder, adapter, llm, int(conf["speech_codes"]), text_vocab_size, eos_id, pad_id,
-                      ctc_weight=float(conf.get("ctc_weight", 0.0)),
-                      interleave=Interleave.from_conf(conf.get("speech_text_interleave")))
+                      ctc_weight=float(conf.get("ctc_weight", 0.0)), interleave=interleave)
 
 
 __all__ = ["EChatModel", "GenerateConf", "SamplingConf", "SpeechProcessor", "build_model", "next_speech_code"]

@@ -49,7 +49,7 @@ from wenet_echat.text.tokenizer import TextTokenizer
 CUES: tuple[str, ...] = tuple(LABEL_VOCABS)
 # keys of the EChat ``model:`` mapping (wenet_echat.model.echat.build_model)
 ECHAT_KEYS = frozenset({"encoder", "encoder_conf", "adapter", "adapter_conf", "llm", "llm_conf", "speech_codes", "init",
-                        "ctc_weight", "speech_text_interleave"})
+                        "ctc_weight", "speech_text_interleave", "speech_text_end"})
 PRETRAIN_TASKS: tuple[str, ...] = ("asr", "tag")  # a batch's task names its records and (task_losses) its losses
 CHARS = " 'abcdefghijklmnopqrstuvwxyz"
 CTC_UNITS = ("char", "tokenizer")

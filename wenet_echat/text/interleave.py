@@ -14,6 +14,10 @@ ids per speech code (``local/speech_text_ratio.py``), so the text stays ahead of
 One rule places the chunks, in training and decoding alike (:meth:`Interleave.chunk_before`): before speech
 position ``c`` (0 = the first code; the closing EOS is position ``len(codes)``), chunk ``c // M`` is fed when ``c``
 is a multiple of ``M`` and that chunk exists. Chunks left when the speech ends are not fed.
+
+With ``model.speech_text_end: true`` the spoken text ends with the text EOS id (``end``), so the chunk that uses
+the text up says so: without it, a chunk boundary with nothing to feed is the only sign that the speech is
+nearing its end.
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Interleave:
-    """``text`` ids per chunk, then ``speech`` codes per chunk."""
+    """``text`` ids per chunk, then ``speech`` codes per chunk; ``end``: an id closing the spoken text (None: none)."""
 
     text: int
     speech: int
+    end: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("text", "speech"):
@@ -37,14 +42,15 @@ class Interleave:
                 raise ValueError(f"speech_text_interleave: {name} chunk must be an int >= 1, got {value!r}")
 
     @classmethod
-    def from_conf(cls, value: Any, key: str = "model.speech_text_interleave") -> Interleave | None:
-        """None (off) for ``None`` / ``[]`` / ``false``, else ``[N, M]``."""
+    def from_conf(cls, value: Any, key: str = "model.speech_text_interleave", end: int | None = None
+                  ) -> Interleave | None:
+        """None (off) for ``None`` / ``[]`` / ``false``, else ``[N, M]`` (and ``end``, see the class)."""
         if value in (None, False, []):
             return None
         if not isinstance(value, list) or len(value) != 2:
             raise ValueError(f"{key}: expected [text_ids_per_chunk, speech_codes_per_chunk] or null, got {value!r}")
         try:
-            return cls(*value)
+            return cls(*value, end=end)
         except ValueError as e:
             raise ValueError(f"{key}: {e}") from None
 
@@ -52,8 +58,9 @@ class Interleave:
         """The text ids to feed before speech position ``position`` (codes already written), or ``[]``."""
         if position % self.speech:
             return []
+        spoken = [*text_ids, self.end] if self.end is not None else text_ids
         start = position // self.speech * self.text
-        return list(text_ids[start : start + self.text])
+        return list(spoken[start : start + self.text])
 
     def layout(self, text_ids: Sequence[int], codes: Sequence[int], eos: int) -> list[tuple[str, list[int]]]:
         """The speech phase after its opening BOS as ``(kind, ids)`` runs: ``"text"`` (a fed chunk) or
