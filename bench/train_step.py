@@ -11,7 +11,9 @@ It runs the real executor (:class:`wenet_echat.train.trainer.Trainer`, the same 
 one line::
 
     train_step config=... dtype=... steps=N ms_per_step=... samples_per_s=... data_share=... pad_share=...
-        feat_pad_share=... params=... wall_s=...
+        feat_pad_share=... rss_mb=... peak_rss_mb=... params=... wall_s=...
+
+(``rss_mb``: the process's resident memory at the last measured step; ``peak_rss_mb``: its peak.)
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from wenet_echat.train.optim import apply_freeze, build_optimizer  # noqa: E402
 from wenet_echat.train.scheduler import build_scheduler  # noqa: E402
 from wenet_echat.train.trainer import TrainConf, Trainer  # noqa: E402
 from wenet_echat.utils.config import apply_override, load_config  # noqa: E402
+from wenet_echat.utils.memory import peak_rss_mb  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"train_step config={args.config} dtype={engine.dtype} threads={args.threads} steps={args.steps} "
           f"ms_per_step={ms:.0f} samples_per_s={sps:.1f} data_share={data_share:.3f} pad_share={pad:.3f} "
-          f"feat_pad_share={feat_pad:.3f} "
+          f"feat_pad_share={feat_pad:.3f} rss_mb={measured[-1]['rss_mb']:.0f} peak_rss_mb={peak_rss_mb():.0f} "
           f"params={n_params} wall_s={wall:.1f}")
     return 0
 

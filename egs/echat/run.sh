@@ -47,7 +47,8 @@ think_style=""        # stage 3 CoT form: "" = the config's (auto: the corpus's 
                       # cues (the tag form without the transcript) -> $exp/stage3_<style>
 t2w_conf=token2wav    # token-to-wave config $conf_dir/<this>.yaml, trained into $exp/<this> (stages 10-15)
 t2w_parallel=true     # true: when one run covers stages 8-10, stage 10 trains in the background beside stages 8-9
-                      # (it needs only the speech tokens), the --threads split between the two (needs --threads >= 2)
+                      # (it needs only the speech tokens), the --threads split between the two (needs --threads >= 2),
+                      # and stage 11's resynthesis follows it there when the run goes on to stage 11
 t2w_flow_steps=2400   # token-to-wave training budget (steps) of the flow model ...
 t2w_vocoder_steps=2700  # ... and of the vocoder (its lr decays over them); ~7-8 and ~16 min on 2 CPU cores
 t2w_flow_minutes=""   # wall-clock caps as well ("" = none; with the steps "" a budget in minutes alone)
@@ -324,27 +325,84 @@ train_token2wav() {
     touch "$t2w/.$part.done"
   done
 }
+stage2_dir=$exp/stage2 nounder=""
+if [ "$understanding" = false ]; then stage2_dir=$exp/stage2_nounder nounder=_nounder; fi
+# resynth_test THREADS NJ: stage 11's work (gold-token resynthesis, copy synthesis, the stage-2 TTS when it is
+# trained, their scores) with THREADS torch threads and NJ scoring jobs; what is up to date is skipped
+resynth_test() {
+  if ! up_to_date "$data/test_reply/data.list" "$data/test/data.tok.list" local/make_reply_asr_list.py; then
+    run_logged "$logdir/make_reply_list_test.log" \
+      python local/make_reply_asr_list.py "$data/test/data.tok.list" "$data/test_reply/data.list" --tasks asr tts
+  fi
+  local voc out copy tts systems=() scps
+  for voc in griffinlim neural; do
+    out=$t2w/resynth_test_$voc
+    if ! up_to_date "$out/wav.scp" "$t2w/.vocoder.done" "$data/test_reply/data.list"; then
+      run_logged "$out/log/synthesize.log" python -m wenet_echat.bin.synthesize --model_dir "$t2w" \
+        --in_list "$data/test_reply/data.list" --out_dir "$out" --vocoder "$voc" --max_utts "$resynth_utts" \
+        --threads "$1"
+    fi
+    systems+=(--system "$voc=$out/wav.scp")
+    # copy synthesis (the original audio's mel through the vocoder, no flow) tells the vocoder's share of the loss
+    copy=$t2w/copy_test_$voc
+    if ! up_to_date "$copy/wav.scp" "$t2w/.vocoder.done" "$data/test_reply/data.list"; then
+      run_logged "$copy/log/synthesize.log" python -m wenet_echat.bin.synthesize --model_dir "$t2w" \
+        --in_list "$data/test_reply/data.list" --out_dir "$copy" --vocoder "$voc" --max_utts "$resynth_utts" \
+        --threads "$1" --copy_synthesis
+    fi
+    systems+=(--system "copy_$voc=$copy/wav.scp")
+  done
+  scps=("$t2w"/{resynth,copy}_test_{neural,griffinlim}/wav.scp)
+  # the stage-2 model's own TTS of the same reply texts through the same token-to-wave: the LLM's speech tokens
+  # against the gold ones (the yardstick of the spoken replies of stages 12-13)
+  if [ -f "$stage2_dir/final/model.pt" ]; then
+    tts=$stage2_dir/decode_test_reply_tts
+    if ! up_to_date "$tts/reply_wavs/tts/wav.scp" "$stage2_dir/final/model.pt" "$t2w/.flow.done" \
+        "$t2w/.vocoder.done" "$data/test_reply/data.list"; then
+      run_logged "$tts/log/decode.log" python -m wenet_echat.bin.decode --model_dir "$stage2_dir" --checkpoint final \
+        --data_list "$data/test_reply/data.list" --tasks tts --limit "$resynth_utts" --out "$tts/hyp.jsonl" \
+        --token2wav_dir "$t2w" --batch_size 4 --threads "$1"
+    fi
+    systems+=(--system "tts_$(basename "$stage2_dir")=$tts/reply_wavs/tts/wav.scp")
+    scps+=("$tts/reply_wavs/tts/wav.scp")
+  fi
+  if up_to_date "$t2w/resynth_test.md" "${scps[@]}"; then
+    log "  $t2w/resynth_test.md up to date"
+  else
+    run_logged "$t2w/log/score_resynth.log" python -m wenet_echat.bin.score_speech \
+      --ref_list "$data/test_reply/data.list" --max_utts "$resynth_utts" "${systems[@]}" \
+      --spk_ref_list "$data/train_reply_asr/data.list" --out "$t2w/resynth_test.md" --nj "$2" \
+      --title "Resynthesis of $resynth_utts EChat-mini test replies from gold speech tokens (and their TTS)"
+  fi
+}
 # kill_tree PID: PID and every process below it
 kill_tree() {
   local child; for child in $(pgrep -P "$1" || true); do kill_tree "$child"; done
   kill "$1" 2>/dev/null || true
 }
 # stage 10 beside stages 8-9 (--t2w_parallel): neither needs the other, and two single-purpose processes on half
-# the threads each get more done than one after the other on all of them; stage 10's block waits for it
+# the threads each get more done than one after the other on all of them; in a run that goes on to stage 11 its
+# resynthesis follows in the background too (it needs only token-to-wave and, for its TTS row, stage 2, which ends
+# first). Stage 10's block waits for them
 t2w_pid="" all_threads=$threads
 if [ "$t2w_parallel" = true ] && [ "$stage" -le 9 ] && [ "$stop_stage" -ge 10 ] && [ "$threads" -ge 2 ] \
     && { [ ! -f "$t2w/.flow.done" ] || [ ! -f "$t2w/.vocoder.done" ]; }; then
   threads=$((all_threads / 2))
+  bg_stages=10; [ "$stop_stage" -ge 11 ] && bg_stages=10-11
   mkdir -p "$t2w/log"
-  log "stage 10 in the background beside stages 8-9, $((all_threads - threads)) threads ($t2w/log/background.log)"
-  train_token2wav $((all_threads - threads)) > "$t2w/log/background.log" 2>&1 &
+  log "stage $bg_stages in the background beside stages 8-9, $((all_threads - threads)) threads ($t2w/log/background.log)"
+  {
+    train_token2wav $((all_threads - threads))
+    if [ "$stop_stage" -ge 11 ]; then
+      log "stage 11: resynthesise $resynth_utts test replies from gold tokens and score them"
+      resynth_test $((all_threads - threads)) $(( nj > 1 ? nj / 2 : 1 ))
+    fi
+  } > "$t2w/log/background.log" 2>&1 &
   t2w_pid=$!
-  trap '[ -z "$t2w_pid" ] || { log "stopping the background stage 10"; kill_tree "$t2w_pid"; }' EXIT
+  trap '[ -z "$t2w_pid" ] || { log "stopping the background stage $bg_stages"; kill_tree "$t2w_pid"; }' EXIT
   export OMP_NUM_THREADS=$threads
 fi
 
-stage2_dir=$exp/stage2 nounder=""
-if [ "$understanding" = false ]; then stage2_dir=$exp/stage2_nounder nounder=_nounder; fi
 if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
   log "stage 8: train stage 2 (generation and spoken chat) -> $stage2_dir"
   cv_list=$(data_list dev data.tok)
@@ -376,11 +434,15 @@ fi
 if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
   log "stage 10: token-to-wave (flow ${flow_budget[*]}, vocoder ${vocoder_budget[*]})"
   if [ -n "$t2w_pid" ]; then
-    log "  waiting for it in the background ($t2w/log/background.log)"
+    log "  waiting for stage $bg_stages in the background ($t2w/log/background.log)"
     pid=$t2w_pid; t2w_pid=""
-    wait "$pid" || { log "stage 10 failed in the background: see $t2w/log/background.log"; exit 1; }
+    if ! wait "$pid"; then
+      failed=10; grep -qs "stage 11: resynthesise" "$t2w/log/background.log" && failed=11
+      log "stage $failed failed in the background: see $t2w/log/background.log"; exit 1
+    fi
     threads=$all_threads; export OMP_NUM_THREADS=$threads
     log "  $t2w: flow and vocoder trained"
+    [ "$bg_stages" = 10 ] || log "  $t2w/resynth_test.md written in the background (stage 11 reruns what is not up to date)"
   else
     train_token2wav "$threads"
   fi
@@ -388,50 +450,7 @@ fi
 
 if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
   log "stage 11: resynthesise $resynth_utts test replies from gold tokens and score them"
-  if ! up_to_date "$data/test_reply/data.list" "$data/test/data.tok.list" local/make_reply_asr_list.py; then
-    run_logged "$logdir/make_reply_list_test.log" \
-      python local/make_reply_asr_list.py "$data/test/data.tok.list" "$data/test_reply/data.list" --tasks asr tts
-  fi
-  systems=()
-  for voc in griffinlim neural; do
-    out=$t2w/resynth_test_$voc
-    if ! up_to_date "$out/wav.scp" "$t2w/.vocoder.done" "$data/test_reply/data.list"; then
-      run_logged "$out/log/synthesize.log" python -m wenet_echat.bin.synthesize --model_dir "$t2w" \
-        --in_list "$data/test_reply/data.list" --out_dir "$out" --vocoder "$voc" --max_utts "$resynth_utts" \
-        --threads "$threads"
-    fi
-    systems+=(--system "$voc=$out/wav.scp")
-    # copy synthesis (the original audio's mel through the vocoder, no flow) tells the vocoder's share of the loss
-    copy=$t2w/copy_test_$voc
-    if ! up_to_date "$copy/wav.scp" "$t2w/.vocoder.done" "$data/test_reply/data.list"; then
-      run_logged "$copy/log/synthesize.log" python -m wenet_echat.bin.synthesize --model_dir "$t2w" \
-        --in_list "$data/test_reply/data.list" --out_dir "$copy" --vocoder "$voc" --max_utts "$resynth_utts" \
-        --threads "$threads" --copy_synthesis
-    fi
-    systems+=(--system "copy_$voc=$copy/wav.scp")
-  done
-  scps=("$t2w"/{resynth,copy}_test_{neural,griffinlim}/wav.scp)
-  # the stage-2 model's own TTS of the same reply texts through the same token-to-wave: the LLM's speech tokens
-  # against the gold ones (the yardstick of the spoken replies of stages 12-13)
-  if [ -f "$stage2_dir/final/model.pt" ]; then
-    tts=$stage2_dir/decode_test_reply_tts
-    if ! up_to_date "$tts/reply_wavs/tts/wav.scp" "$stage2_dir/final/model.pt" "$t2w/.flow.done" \
-        "$t2w/.vocoder.done" "$data/test_reply/data.list"; then
-      run_logged "$tts/log/decode.log" python -m wenet_echat.bin.decode --model_dir "$stage2_dir" --checkpoint final \
-        --data_list "$data/test_reply/data.list" --tasks tts --limit "$resynth_utts" --out "$tts/hyp.jsonl" \
-        --token2wav_dir "$t2w" --batch_size 4 --threads "$threads"
-    fi
-    systems+=(--system "tts_$(basename "$stage2_dir")=$tts/reply_wavs/tts/wav.scp")
-    scps+=("$tts/reply_wavs/tts/wav.scp")
-  fi
-  if up_to_date "$t2w/resynth_test.md" "${scps[@]}"; then
-    log "  $t2w/resynth_test.md up to date"
-  else
-    run_logged "$t2w/log/score_resynth.log" python -m wenet_echat.bin.score_speech \
-      --ref_list "$data/test_reply/data.list" --max_utts "$resynth_utts" "${systems[@]}" \
-      --spk_ref_list "$data/train_reply_asr/data.list" --out "$t2w/resynth_test.md" --nj "$nj" \
-      --title "Resynthesis of $resynth_utts EChat-mini test replies from gold speech tokens (and their TTS)"
-  fi
+  resynth_test "$threads" "$nj"
 fi
 
 s2s_dirs() {  # "NAME DIR THINK" for each system of --s2s_systems whose model is trained

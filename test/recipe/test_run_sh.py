@@ -255,3 +255,59 @@ def test_foreground_failure_stops_the_background_token2wav(tmp_path):
     time.sleep(4)
     assert "t2w-end" not in calls.read_text()
     assert not (tmp_path / "exp/token2wav/.flow.done").exists()
+
+
+# scripted python arms that write what the stage-11 tools write (after a pause, so mtimes order like real runs)
+_STAGE11_OUTPUTS = r'''*make_reply_asr_list*) sleep 0.02; mkdir -p "$(dirname "$3")"; touch "$3";;
+*bin.synthesize*) sleep 0.02; o=$(echo "$*" | sed 's/.*--out_dir \([^ ]*\).*/\1/'); mkdir -p "$o"; touch "$o/wav.scp";;
+*bin.decode*--tasks\ tts*) sleep 0.02; o=$(echo "$*" | sed 's/.*--out \([^ ]*\)\/hyp.jsonl.*/\1/');
+  mkdir -p "$o/reply_wavs/tts"; touch "$o/reply_wavs/tts/wav.scp";;
+*bin.score_speech*) sleep 0.02; o=$(echo "$*" | sed 's/.*--out \([^ ]*\).*/\1/'); touch "$o";;'''
+
+
+def test_resynthesis_follows_token2wav_in_the_background(tmp_path):
+    """In a run that goes on to stage 11, its resynthesis (and the stage-2 TTS, stage 2 being trained by then)
+    follows stage 10 in the background, on the background's threads and half the scoring jobs, while stage 3 still
+    trains; stage 11's own block then finds it up to date."""
+    exp = tmp_path / "exp"
+    env, calls = _scripted_python(tmp_path, _STAGE11_OUTPUTS + f'''
+*model_dir\\ {exp}/stage2\\ *) mkdir -p {exp}/stage2/final; touch {exp}/stage2/final/model.pt;;
+*train_token2wav*) sleep 0.5;;
+*model_dir\\ {exp}/stage3\\ *) sleep 4; echo stage3-end >> $CALLS;;''')
+    r = _run_stages(tmp_path, env, "--stop_stage", "11", "--threads", "2", "--nj", "4", "--resynth_utts", "5")
+    assert r.returncode == 0, r.stderr
+    assert "stage 10-11 in the background beside stages 8-9" in r.stderr
+    lines = calls.read_text().splitlines()
+    stage3_end = lines.index("stage3-end")
+    synth = [i for i, x in enumerate(lines) if "bin.synthesize" in x]
+    decode = [i for i, x in enumerate(lines) if "bin.decode" in x]
+    score = [i for i, x in enumerate(lines) if "bin.score_speech" in x]
+    assert len(synth) == 4 and len(decode) == 1 and len(score) == 1  # nothing redone by stage 11's block
+    assert max(synth + decode + score) < stage3_end
+    assert {_threads(lines[i]) for i in synth + decode} == {1}
+    assert "--nj 2 " in lines[score[0]] and f"tts_stage2={exp}/stage2/decode_test_reply_tts" in lines[score[0]]
+    assert "resynth_test.md written in the background" in r.stderr
+
+
+def test_stage_11_adds_the_tts_row_the_background_could_not(tmp_path):
+    """When stage 2 was not trained by the time the background resynthesis scored, stage 11's block decodes the
+    stage-2 TTS and scores again; the resynthesised audio is not made twice."""
+    exp = tmp_path / "exp"
+    env, calls = _scripted_python(tmp_path, _STAGE11_OUTPUTS + f'''
+*train_token2wav*--part\\ vocoder*) sleep 0.2;;
+*model_dir\\ {exp}/stage2\\ *) sleep 2; mkdir -p {exp}/stage2/final; touch {exp}/stage2/final/model.pt;;''')
+    r = _run_stages(tmp_path, env, "--stop_stage", "11")
+    assert r.returncode == 0, r.stderr
+    lines = calls.read_text().splitlines()
+    assert len([x for x in lines if "bin.synthesize" in x]) == 4
+    scores = [x for x in lines if "bin.score_speech" in x]
+    assert len(scores) == 2 and "tts_stage2=" not in scores[0] and "tts_stage2=" in scores[1]
+    assert len([x for x in lines if "bin.decode" in x]) == 1
+
+
+def test_background_resynthesis_failure_names_stage_11(tmp_path):
+    env, calls = _scripted_python(tmp_path, "*bin.synthesize*) exit 5;;")
+    r = _run_stages(tmp_path, env, "--stop_stage", "11")
+    assert r.returncode == 1
+    assert f"stage 11 failed in the background: see {tmp_path}/exp/token2wav/log/background.log" in r.stderr
+    assert (tmp_path / "exp/token2wav/.vocoder.done").exists()

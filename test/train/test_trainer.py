@@ -67,6 +67,7 @@ def test_train_two_epochs_logs_and_checkpoints(tmp_path, corpus):
     assert {"cv_loss_asr", "cv_acc_tag", "cv_loss_s2s_think"} <= set(cv[-1])
     train_rows = [r for r in rows if r["kind"] == "train"]
     assert train_rows and all(0 <= r["data_share"] <= 1 and 0 <= r["pad_share"] < 1 for r in train_rows)
+    assert all(50 < r["rss_mb"] < 64 * 1024 for r in train_rows)  # this process's resident memory, MiB
     for tag in ("epoch_0", "epoch_5", "final"):
         assert (model_dir / tag / "model.pt").is_file()
     assert (model_dir / "latest").read_text().strip() == "final"

@@ -45,6 +45,7 @@ from wenet_echat.text.tokenizer import TextTokenizer
 from wenet_echat.train.checkpoint import keep_last, load_checkpoint, save_checkpoint
 from wenet_echat.train.engine import all_reduce, distributed
 from wenet_echat.train.optim import frozen_children
+from wenet_echat.utils.memory import rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -432,7 +433,8 @@ class Trainer:
                                "samples_per_s": t["samples"] / t["total_s"] if t["total_s"] else 0.0,
                                "data_share": t["data_s"] / t["total_s"] if t["total_s"] else 0.0,
                                "pad_share": t["pad"] / t["positions"] if t["positions"] else 0.0,
-                               "feat_pad_share": t["feat_pad"] / t["feat_frames"] if t["feat_frames"] else 0.0}
+                               "feat_pad_share": t["feat_pad"] / t["feat_frames"] if t["feat_frames"] else 0.0,
+                               "rss_mb": round(rss_mb(), 1)}
         for task, s in summ.items():
             row[f"loss_{task}"], row[f"acc_{task}"] = s["loss"], s["acc"]
             if "ctc" in s:
@@ -440,9 +442,9 @@ class Trainer:
         self._log("train", row)
         if self.rank == 0:
             per_task = " ".join(f"{k}={s['loss']:.3f}/{s['acc']:.3f}" for k, s in summ.items())
-            log.info("epoch %d step %d lr %.3g loss %.4f [%s] grad %.3g %.0f ms/step data %.0f%% pad %.0f%%",
-                     self.epoch, self.step, row["lr"], row["loss"], per_task, norm or 0.0, row["ms_per_step"],
-                     100 * row["data_share"], 100 * row["pad_share"])
+            log.info("epoch %d step %d lr %.3g loss %.4f [%s] grad %.3g %.0f ms/step data %.0f%% pad %.0f%% "
+                     "rss %.0f MB", self.epoch, self.step, row["lr"], row["loss"], per_task, norm or 0.0,
+                     row["ms_per_step"], 100 * row["data_share"], 100 * row["pad_share"], row["rss_mb"])
 
     @torch.no_grad()
     def cross_validate(self) -> dict[str, Any]:
